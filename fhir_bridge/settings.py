@@ -1,0 +1,81 @@
+"""Settings: read once, strictly, from ``FHIR_BRIDGE_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+PREFIX = "FHIR_BRIDGE_"
+DEFAULT_INSTANCE_DIR = Path.cwd() / "instance"
+
+
+class SettingsError(ValueError):
+    """A ``FHIR_BRIDGE_*`` variable holds a value the bridge cannot use."""
+
+
+def parse_bool(name: str, raw: str) -> bool:
+    """Parse a boolean strictly: anything but the usual spellings is an error, not False."""
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise SettingsError(f"{PREFIX}{name}: invalid boolean value {raw!r}")
+
+
+def parse_int(name: str, raw: str) -> int:
+    """Parse an integer, naming the variable when it is not one."""
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{PREFIX}{name}: expected an integer, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the bridge is configured with. Field ``x`` is read from ``FHIR_BRIDGE_X``."""
+
+    # storage
+    database_url: str = f"sqlite:///{DEFAULT_INSTANCE_DIR / 'fhir-bridge.db'}"
+    # HTTP surface
+    public_base_url: str = "http://127.0.0.1:8080"
+    max_body_bytes: int = 5 * 1024 * 1024
+    # the clinic's own identity
+    clinic_name: str = "Example Medical Massage Clinic"
+    clinic_npi: str = "1245319599"
+    clinic_identifier_system: str = "https://clinic.example.org/fhir/mrn"
+    # operations
+    log_level: str = "INFO"
+    log_json: bool = True
+    testing: bool = False
+
+    @property
+    def fhir_base_url(self) -> str:
+        """Absolute base of the FHIR endpoint, as used in Bundle links and Location headers."""
+        return self.public_base_url.rstrip("/") + "/fhir"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read settings from the environment; unknown or malformed values raise SettingsError."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(PREFIX + f.name.upper())
+            if raw is None:
+                continue
+            if f.type == "bool":
+                values[f.name] = parse_bool(f.name.upper(), raw)
+            elif f.type == "int":
+                values[f.name] = parse_int(f.name.upper(), raw)
+            else:
+                values[f.name] = raw
+        settings = cls(**values)
+        return replace(settings, **overrides) if overrides else settings
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True when the store is the embedded SQLite database."""
+        return self.database_url.startswith("sqlite")
