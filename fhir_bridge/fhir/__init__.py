@@ -1,0 +1,1 @@
+"""FHIR R4 primitives: validation, OperationOutcome, search parameters. Imports nothing of ours."""
