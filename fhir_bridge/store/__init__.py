@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy models, the versioned resource store, its search index, migrations."""

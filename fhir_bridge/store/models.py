@@ -1,0 +1,182 @@
+"""Tables of the resource store: resources, their versions, the search index, raw inbound payloads.
+
+Every write appends a ``resource_version`` row; its primary key is the store's global write
+sequence. Index rows belong to a version and are never updated, so a search can be evaluated
+"as of" any sequence number: that is what makes paging stable while others write.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# BIGINT on PostgreSQL, INTEGER (the rowid alias) on SQLite, so both autoincrement.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base with a naming convention Alembic can rely on."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Resource(Base):
+    """The current state of one logical resource (type + id)."""
+
+    __tablename__ = "resource"
+    __table_args__ = (UniqueConstraint("resource_type", "resource_id"),)
+
+    pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    resource_type: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[str] = mapped_column(String(64))
+    version_id: Mapped[int] = mapped_column(Integer)
+    current_version_pk: Mapped[int] = mapped_column(BigId)
+    last_updated: Mapped[datetime] = mapped_column(DateTime)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ResourceVersion(Base):
+    """One version of a resource, with its JSON exactly as the store serves it."""
+
+    __tablename__ = "resource_version"
+    __table_args__ = (
+        UniqueConstraint("resource_pk", "version_id"),
+        Index(None, "resource_type", "pk"),
+        Index(None, "resource_type", "resource_id", "pk"),
+        # AUTOINCREMENT: pks are the write sequence and must never be reused on SQLite.
+        {"sqlite_autoincrement": True},
+    )
+
+    pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    resource_pk: Mapped[int] = mapped_column(ForeignKey("resource.pk"))
+    resource_type: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[str] = mapped_column(String(64))
+    version_id: Mapped[int] = mapped_column(Integer)
+    last_updated: Mapped[datetime] = mapped_column(DateTime)
+    #: pk of the version that replaced this one; NULL while it is current.
+    superseded_by: Mapped[int | None] = mapped_column(BigId, nullable=True)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    method: Mapped[str] = mapped_column(String(8))
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class SearchToken(Base):
+    """Token values (codes, identifiers, statuses) of one version, per search parameter."""
+
+    __tablename__ = "search_token"
+    __table_args__ = (
+        Index(None, "resource_type", "param", "code", "system"),
+        Index(None, "version_pk", "param"),
+    )
+
+    pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    version_pk: Mapped[int] = mapped_column(ForeignKey("resource_version.pk"))
+    resource_type: Mapped[str] = mapped_column(String(64))
+    param: Mapped[str] = mapped_column(String(64))
+    system: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    code: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    text: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class SearchReference(Base):
+    """References of one version, per search parameter, split into target type and id."""
+
+    __tablename__ = "search_reference"
+    __table_args__ = (
+        Index(None, "resource_type", "param", "target_id", "target_type"),
+        Index(None, "version_pk", "param"),
+    )
+
+    pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    version_pk: Mapped[int] = mapped_column(ForeignKey("resource_version.pk"))
+    resource_type: Mapped[str] = mapped_column(String(64))
+    param: Mapped[str] = mapped_column(String(64))
+    target_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    target_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    reference: Mapped[str] = mapped_column(String(1024))
+
+
+class SearchDate(Base):
+    """Date values of one version as half-open UTC ranges [low, high)."""
+
+    __tablename__ = "search_date"
+    __table_args__ = (
+        Index(None, "resource_type", "param", "low"),
+        Index(None, "version_pk", "param"),
+    )
+
+    pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    version_pk: Mapped[int] = mapped_column(ForeignKey("resource_version.pk"))
+    resource_type: Mapped[str] = mapped_column(String(64))
+    param: Mapped[str] = mapped_column(String(64))
+    low: Mapped[datetime] = mapped_column(DateTime)
+    high: Mapped[datetime] = mapped_column(DateTime)
+
+
+class SearchString(Base):
+    """String values of one version: normalized (case and accents folded) and exact."""
+
+    __tablename__ = "search_string"
+    __table_args__ = (
+        Index(None, "resource_type", "param", "normalized"),
+        Index(None, "version_pk", "param"),
+    )
+
+    pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    version_pk: Mapped[int] = mapped_column(ForeignKey("resource_version.pk"))
+    resource_type: Mapped[str] = mapped_column(String(64))
+    param: Mapped[str] = mapped_column(String(64))
+    normalized: Mapped[str] = mapped_column(String(1024))
+    exact: Mapped[str] = mapped_column(String(1024))
+
+
+class IdentifierClaim(Base):
+    """A business identifier owned by one resource: the database refuses a second owner."""
+
+    __tablename__ = "identifier_claim"
+    __table_args__ = (UniqueConstraint("resource_type", "system", "value"),)
+
+    pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    resource_type: Mapped[str] = mapped_column(String(64))
+    system: Mapped[str] = mapped_column(String(512))
+    value: Mapped[str] = mapped_column(String(512))
+    resource_pk: Mapped[int] = mapped_column(ForeignKey("resource.pk"), index=True)
+
+
+class InboundPayload(Base):
+    """Every inbound request body, byte for byte as received, kept before we answer 2xx."""
+
+    __tablename__ = "inbound_payload"
+
+    pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    method: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(String(2048))
+    content_type: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    resource_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    resource_id: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -1,0 +1,374 @@
+"""Run a parsed FHIR search against the index, as of a snapshot, with keyset paging.
+
+Every page of one search is evaluated "as of" the same snapshot sequence (see snapshot.py), and
+pages are cut by keyset cursors on (sort key, version pk), never by offsets: entries written,
+updated or deleted while a client pages can neither be skipped nor repeated.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, exists, false, func, not_, or_, select, true
+from sqlalchemy.orm import Session, aliased
+
+from fhir_bridge.fhir import jsonio
+from fhir_bridge.fhir.dates import MAX_DT, MIN_DT
+from fhir_bridge.fhir.outcome import FhirError, error
+from fhir_bridge.fhir.search_index import normalize_string
+from fhir_bridge.fhir.search_query import Criterion, SearchQuery
+from fhir_bridge.store.models import (
+    ResourceVersion,
+    SearchDate,
+    SearchReference,
+    SearchString,
+    SearchToken,
+)
+from fhir_bridge.store.repository import StoredResource, _stored
+from fhir_bridge.store.snapshot import current_sequence
+
+V = ResourceVersion
+MAX_INCLUDED = 1000
+
+# Which criterion drives the query (looked up through its index); the rest are probes.
+_DRIVER_RANK = {"reference": 0, "special_id": 1, "token": 2, "date": 3, "string": 4, "special": 5}
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a page starts: snapshot, the boundary row's sort key and pk, and the direction."""
+
+    snapshot: int
+    key: Any
+    pk: int
+    forward: bool
+
+    def encode(self) -> str:
+        """Opaque URL-safe token."""
+        key = self.key.isoformat() if isinstance(self.key, datetime) else self.key
+        raw = jsonio.dumps({"s": self.snapshot, "k": key, "p": self.pk, "f": self.forward})
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, token: str, *, date_key: bool) -> Cursor:
+        """Parse a token made by encode(); a malformed token is a 400."""
+        try:
+            raw = jsonio.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+            key = raw["k"]
+            if date_key and key is not None:
+                key = datetime.fromisoformat(key)
+            return cls(int(raw["s"]), key, int(raw["p"]), bool(raw["f"]))
+        except (ValueError, KeyError, TypeError):
+            raise FhirError(
+                400, error("invalid", "The paging cursor is not valid", "_cursor")
+            ) from None
+
+
+@dataclass
+class SearchPage:
+    """One page of matches, what _include/_revinclude brought, and links to neighbours."""
+
+    matches: list[StoredResource]
+    included: list[StoredResource] = field(default_factory=list)
+    total: int | None = None
+    next_cursor: str | None = None
+    previous_cursor: str | None = None
+    snapshot: int = 0
+
+
+def _visible(resource_type: str, snapshot: int) -> ColumnElement[bool]:
+    return and_(
+        V.resource_type == resource_type,
+        V.pk <= snapshot,
+        or_(V.superseded_by.is_(None), V.superseded_by > snapshot),
+        V.deleted.is_(False),
+    )
+
+
+def _escape_like(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _date_match(
+    low: Any, high: Any, prefix: str, lo: datetime, hi: datetime
+) -> ColumnElement[bool]:
+    """FHIR date prefix semantics on target range [low, high) against search range [lo, hi)."""
+    eq = and_(low >= lo, high <= hi)
+    gt = high > hi
+    lt = low < lo
+    return {
+        "eq": eq,
+        "ne": not_(eq),
+        "gt": gt,
+        "lt": lt,
+        "ge": or_(gt, eq),
+        "le": or_(lt, eq),
+        "sa": low >= hi,
+        "eb": high <= lo,
+    }[prefix]
+
+
+def _instant_match(col: Any, prefix: str, lo: datetime, hi: datetime) -> ColumnElement[bool]:
+    """The same prefixes for a point in time (meta.lastUpdated)."""
+    return {
+        "eq": and_(col >= lo, col < hi),
+        "ne": or_(col < lo, col >= hi),
+        "gt": col >= hi,
+        "lt": col < lo,
+        "ge": col >= lo,
+        "le": col < hi,
+        "sa": col >= hi,
+        "eb": col < lo,
+    }[prefix]
+
+
+def _index_subquery(resource_type: str, crit: Criterion):
+    """SELECT version_pk of index rows matching one criterion (values OR-ed)."""
+    if crit.type == "token":
+        t = SearchToken
+        ors = []
+        for val in crit.values:
+            if crit.modifier == "text":
+                ors.append(
+                    t.text.like(_escape_like(normalize_string(val.code or "")) + "%", escape="\\")
+                )
+                continue
+            conds = []
+            if val.code is not None:
+                conds.append(t.code == val.code)
+            if val.system_given:
+                conds.append(
+                    t.system == val.system if val.system is not None else t.system.is_(None)
+                )
+            ors.append(and_(true(), *conds))
+        return select(t.version_pk).where(
+            t.resource_type == resource_type, t.param == crit.name, or_(*ors)
+        )
+    if crit.type == "reference":
+        r = SearchReference
+        ors = []
+        for val in crit.values:
+            if val.target_id is not None:
+                cond = r.target_id == val.target_id
+                if val.target_type:
+                    cond = and_(cond, r.target_type == val.target_type)
+                ors.append(or_(cond, r.reference == val.url) if val.url else cond)
+            elif val.url:
+                ors.append(r.reference == val.url)
+        return select(r.version_pk).where(
+            r.resource_type == resource_type, r.param == crit.name, or_(false(), *ors)
+        )
+    if crit.type == "date":
+        d = SearchDate
+        ors = [_date_match(d.low, d.high, val.prefix, val.low, val.high) for val in crit.values]
+        return select(d.version_pk).where(
+            d.resource_type == resource_type, d.param == crit.name, or_(*ors)
+        )
+    if crit.type == "string":
+        s = SearchString
+        ors = []
+        for val in crit.values:
+            if crit.modifier == "exact":
+                ors.append(s.exact == val.value)
+            else:
+                needle = _escape_like(normalize_string(val.value))
+                pattern = f"%{needle}%" if crit.modifier == "contains" else f"{needle}%"
+                ors.append(s.normalized.like(pattern, escape="\\"))
+        return select(s.version_pk).where(
+            s.resource_type == resource_type, s.param == crit.name, or_(*ors)
+        )
+    raise FhirError(
+        400,
+        error("not-supported", f"Search parameter type of {crit.name} is not supported", crit.name),
+    )
+
+
+_INDEX_TABLES = {
+    "token": SearchToken,
+    "reference": SearchReference,
+    "date": SearchDate,
+    "string": SearchString,
+}
+
+
+def _criterion_condition(
+    resource_type: str, crit: Criterion, *, drive: bool
+) -> ColumnElement[bool]:
+    """SQL condition on V for one criterion; ``drive`` uses IN (index-first), else EXISTS."""
+    if crit.name == "_id":
+        return V.resource_id.in_([v.value for v in crit.values])
+    if crit.name == "_lastUpdated":
+        return or_(*[_instant_match(V.last_updated, v.prefix, v.low, v.high) for v in crit.values])
+    table = _INDEX_TABLES[crit.type]
+    if crit.missing is not None:
+        present = exists(
+            select(table.version_pk).where(table.version_pk == V.pk, table.param == crit.name)
+        )
+        return not_(present) if crit.missing else present
+    sub = _index_subquery(resource_type, crit)
+    cond = V.pk.in_(sub) if drive else exists(sub.where(table.version_pk == V.pk))
+    return not_(cond) if crit.modifier == "not" else cond
+
+
+def _conditions(query: SearchQuery) -> list[ColumnElement[bool]]:
+    def rank(c: Criterion) -> int:
+        if c.name == "_id":
+            return _DRIVER_RANK["special_id"]
+        if c.missing is not None or c.modifier == "not":
+            return 99
+        return _DRIVER_RANK.get(c.type, 50)
+
+    ordered = sorted(query.criteria, key=rank)
+    conds = []
+    for i, crit in enumerate(ordered):
+        drive = i == 0 and rank(crit) < 99 and crit.name not in ("_id", "_lastUpdated")
+        conds.append(_criterion_condition(query.resource_type, crit, drive=drive))
+    return conds
+
+
+def _sort_expression(query: SearchQuery) -> tuple[Any, bool, bool]:
+    """(key expression or None, descending, key is a datetime)."""
+    if not query.sort:
+        return None, False, False
+    if len(query.sort) > 1:
+        raise FhirError(400, error("not-supported", "Only one _sort key is supported", "_sort"))
+    key = query.sort[0]
+    if key.name == "_lastUpdated":
+        return V.last_updated, key.descending, True
+    if key.name == "_id":
+        return V.resource_id, key.descending, False
+    d = aliased(SearchDate)
+    agg = func.max(d.high) if key.descending else func.min(d.low)
+    sub = select(agg).where(d.version_pk == V.pk, d.param == key.name).scalar_subquery()
+    return func.coalesce(sub, MIN_DT if key.descending else MAX_DT), key.descending, True
+
+
+def _after(
+    key_expr: Any, descending: bool, cursor: Cursor, *, forward: bool
+) -> ColumnElement[bool]:
+    """Rows strictly after (forward) or before the cursor row in the page order."""
+    greater = forward != descending
+    if key_expr is None:
+        return V.pk > cursor.pk if greater else V.pk < cursor.pk
+    key = cursor.key
+    if greater:
+        return or_(key_expr > key, and_(key_expr == key, V.pk > cursor.pk))
+    return or_(key_expr < key, and_(key_expr == key, V.pk < cursor.pk))
+
+
+def _order(key_expr: Any, descending: bool, *, forward: bool) -> list[Any]:
+    asc = forward != descending
+    cols = [] if key_expr is None else [key_expr.asc() if asc else key_expr.desc()]
+    cols.append(V.pk.asc() if asc else V.pk.desc())
+    return cols
+
+
+def run_search(session: Session, query: SearchQuery) -> SearchPage:
+    """Execute ``query`` (one page); raises FhirError(400) for an invalid cursor or sort."""
+    key_expr, descending, date_key = _sort_expression(query)
+    cursor = Cursor.decode(query.cursor, date_key=date_key) if query.cursor else None
+    snapshot = cursor.snapshot if cursor else current_sequence(session)
+    where = [_visible(query.resource_type, snapshot), *_conditions(query)]
+
+    page = SearchPage(matches=[], snapshot=snapshot)
+    if query.total == "accurate" or query.summary == "count":
+        page.total = session.execute(select(func.count()).select_from(V).where(*where)).scalar_one()
+    if query.summary == "count" or query.count == 0:
+        return page
+
+    forward = cursor.forward if cursor else True
+    stmt_where = list(where)
+    if cursor:
+        stmt_where.append(_after(key_expr, descending, cursor, forward=forward))
+    columns = [V] if key_expr is None else [V, key_expr.label("sort_key")]
+    rows = session.execute(
+        select(*columns)
+        .where(*stmt_where)
+        .order_by(*_order(key_expr, descending, forward=forward))
+        .limit(query.count + 1)
+    ).all()
+    more = len(rows) > query.count
+    rows = rows[: query.count]
+    if not forward:
+        rows.reverse()
+    page.matches = [_stored(r[0]) for r in rows]
+
+    def boundary(row: Any, fwd: bool) -> str:
+        key = None if key_expr is None else row[1]
+        return Cursor(snapshot, key, row[0].pk, fwd).encode()
+
+    if rows:
+        has_next = more if forward else True
+        has_prev = (cursor is not None) if forward else more
+        page.next_cursor = boundary(rows[-1], True) if has_next else None
+        page.previous_cursor = boundary(rows[0], False) if has_prev else None
+    page.included = _includes(session, query, page.matches, snapshot)
+    return page
+
+
+def _fetch_visible(
+    session: Session, refs: dict[str, set[str]], snapshot: int
+) -> list[StoredResource]:
+    found: list[StoredResource] = []
+    for resource_type, ids in refs.items():
+        if not ids:
+            continue
+        rows = session.execute(
+            select(V)
+            .where(_visible(resource_type, snapshot), V.resource_id.in_(sorted(ids)))
+            .limit(MAX_INCLUDED)
+        ).scalars()
+        found.extend(_stored(r) for r in rows)
+    return found
+
+
+def _includes(
+    session: Session, query: SearchQuery, matches: Sequence[StoredResource], snapshot: int
+) -> list[StoredResource]:
+    if not matches or not (query.includes or query.revincludes):
+        return []
+    page_pks = [m.version_pk for m in matches]
+    seen = {(m.resource_type, m.resource_id) for m in matches}
+    targets: dict[str, set[str]] = defaultdict(set)
+    for inc in query.includes:
+        r = SearchReference
+        stmt = select(r.target_type, r.target_id).where(
+            r.version_pk.in_(page_pks), r.param == inc.param, r.target_id.is_not(None)
+        )
+        if inc.target_type:
+            stmt = stmt.where(r.target_type == inc.target_type)
+        for target_type, target_id in session.execute(stmt):
+            if target_type and (target_type, target_id) not in seen:
+                targets[target_type].add(target_id)
+    included = _fetch_visible(session, targets, snapshot)
+    ids = [m.resource_id for m in matches]
+    for inc in query.revincludes:
+        r = SearchReference
+        rows = session.execute(
+            select(V)
+            .where(
+                _visible(inc.source_type, snapshot),
+                V.pk.in_(
+                    select(r.version_pk).where(
+                        r.resource_type == inc.source_type,
+                        r.param == inc.param,
+                        r.target_type == query.resource_type,
+                        r.target_id.in_(ids),
+                    )
+                ),
+            )
+            .order_by(V.pk)
+            .limit(MAX_INCLUDED)
+        ).scalars()
+        included.extend(_stored(row) for row in rows)
+    unique: dict[tuple[str, str], StoredResource] = {}
+    for res in included:
+        key = (res.resource_type, res.resource_id)
+        if key not in seen:
+            unique.setdefault(key, res)
+    return list(unique.values())
