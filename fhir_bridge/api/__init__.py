@@ -1,0 +1,1 @@
+"""HTTP surface: Flask blueprints that parse requests, call services and shape responses."""

@@ -1,0 +1,187 @@
+"""FHIR read side under /fhir: metadata, read, vread, history and search (GET and POST)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from flask import Blueprint, Response, request
+
+from fhir_bridge.api.http import fhir_response, http_date, negotiate, runtime
+from fhir_bridge.fhir import jsonio
+from fhir_bridge.fhir.bundles import history_bundle, searchset
+from fhir_bridge.fhir.capability import capability_statement
+from fhir_bridge.fhir.dates import to_instant
+from fhir_bridge.fhir.outcome import FhirError, error, operation_outcome
+from fhir_bridge.fhir.search_params import SEARCH_PARAMS
+from fhir_bridge.fhir.search_query import parse_search
+from fhir_bridge.services import resources
+from fhir_bridge.store.repository import StoredResource
+
+fhir_read = Blueprint("fhir_read", __name__, url_prefix="/fhir")
+
+TRANSPORT_PARAMS = {"_format", "_pretty"}
+
+
+@fhir_read.before_request
+def _negotiate() -> None:
+    negotiate()
+
+
+def _known_type(resource_type: str) -> None:
+    if resource_type not in SEARCH_PARAMS:
+        raise FhirError(
+            404,
+            error(
+                "not-supported", f"Resource type {resource_type} is not supported by this server"
+            ),
+        )
+
+
+def _version_number(vid: str) -> int:
+    if not vid.isdigit():
+        raise FhirError(404, error("not-found", f"Version {vid} is not known"))
+    return int(vid)
+
+
+def _resource_response(stored: StoredResource, status: int = 200) -> Response:
+    headers = {
+        "ETag": stored.etag,
+        "Last-Modified": http_date(stored.last_updated),
+        "Content-Location": (
+            f"{runtime().settings.fhir_base_url}/{stored.reference}/_history/{stored.version_id}"
+        ),
+    }
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match and _etag_matches(if_none_match, stored.version_id):
+        response = Response(status=304)
+        for key, value in headers.items():
+            response.headers[key] = value
+        return response
+    return fhir_response(stored.content, status, headers)
+
+
+def _etag_matches(header: str, version_id: int) -> bool:
+    for tag in header.split(","):
+        tag = tag.strip()
+        if tag == "*":
+            return True
+        tag = tag.removeprefix("W/").strip('"')
+        if tag == str(version_id):
+            return True
+    return False
+
+
+@fhir_read.get("/metadata")
+def metadata() -> Response:
+    """The CapabilityStatement."""
+    rt = runtime()
+    from importlib.metadata import version
+
+    body = capability_statement(
+        base_url=rt.settings.fhir_base_url,
+        software_version=version("fhir-bridge"),
+        date=rt.started_at,
+    )
+    return fhir_response(body)
+
+
+@fhir_read.get("/<resource_type>/<resource_id>")
+def read(resource_type: str, resource_id: str) -> Response:
+    """Read the current version of a resource."""
+    _known_type(resource_type)
+    return _resource_response(resources.read(runtime(), resource_type, resource_id))
+
+
+@fhir_read.get("/<resource_type>/<resource_id>/_history/<vid>")
+def vread(resource_type: str, resource_id: str, vid: str) -> Response:
+    """Read one version of a resource."""
+    _known_type(resource_type)
+    return _resource_response(
+        resources.vread(runtime(), resource_type, resource_id, _version_number(vid))
+    )
+
+
+@fhir_read.get("/<resource_type>/<resource_id>/_history")
+def history(resource_type: str, resource_id: str) -> Response:
+    """Every version of a resource, newest first."""
+    _known_type(resource_type)
+    rt = runtime()
+    versions = resources.history(rt, resource_type, resource_id)
+    body = history_bundle(
+        base_url=rt.settings.fhir_base_url,
+        self_link=f"{rt.settings.fhir_base_url}/{resource_type}/{resource_id}/_history",
+        versions=versions,
+        last_modified=lambda v: to_instant(v.last_updated),
+    )
+    return fhir_response(body)
+
+
+@fhir_read.route("/<resource_type>", methods=["GET"])
+def search_get(resource_type: str) -> Response:
+    """Search with query-string parameters."""
+    return _search(resource_type, list(request.args.items(multi=True)))
+
+
+@fhir_read.route("/<resource_type>/_search", methods=["POST"])
+def search_post(resource_type: str) -> Response:
+    """Search with form-encoded parameters (and any in the query string)."""
+    if request.mimetype != "application/x-www-form-urlencoded":
+        raise FhirError(
+            415,
+            error(
+                "not-supported", "POST _search takes application/x-www-form-urlencoded parameters"
+            ),
+        )
+    params = list(request.args.items(multi=True)) + list(request.form.items(multi=True))
+    return _search(resource_type, params)
+
+
+def _lenient() -> bool:
+    prefer = request.headers.get("Prefer", "")
+    return any(
+        p.strip().lower() == "handling=lenient" for p in prefer.split(";") + prefer.split(",")
+    )
+
+
+def _search(resource_type: str, params: list[tuple[str, str]]) -> Response:
+    _known_type(resource_type)
+    rt = runtime()
+    query = parse_search(resource_type, params, lenient=_lenient())
+    page = resources.search(rt, query)
+    base = rt.settings.fhir_base_url
+    kept = [(k, v) for k, v in params if k != "_cursor" and k not in TRANSPORT_PARAMS]
+
+    def link(cursor: str | None) -> str:
+        extra = [("_cursor", cursor)] if cursor else []
+        qs = urlencode(kept + extra)
+        return f"{base}/{resource_type}" + (f"?{qs}" if qs else "")
+
+    body = searchset(
+        base_url=base,
+        self_link=link(query.cursor),
+        matches=page.matches,
+        included=page.included,
+        total=page.total,
+        next_link=link(page.next_cursor) if page.next_cursor else None,
+        previous_link=link(page.previous_cursor) if page.previous_cursor else None,
+        issues=query.issues,
+        elements=query.elements,
+        parse=jsonio.loads,
+    )
+    return fhir_response(body)
+
+
+@fhir_read.route("/<resource_type>/<resource_id>", methods=["PUT", "DELETE", "PATCH", "POST"])
+@fhir_read.route("/<resource_type>", methods=["POST", "PUT", "DELETE", "PATCH"])
+def not_supported(resource_type: str, resource_id: str | None = None) -> Response:
+    """Interactions the bridge does not offer on this resource yet: 405 with an outcome."""
+    _known_type(resource_type)
+    outcome = operation_outcome(
+        [
+            error(
+                "not-supported",
+                f"{request.method} on {resource_type} is not supported by this server",
+            )
+        ]
+    )
+    return fhir_response(outcome, 405, {"Allow": "GET"})

@@ -1,0 +1,63 @@
+"""The application factory: settings, runtime, logging, request ids, error handlers, blueprints."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Flask, Response, g, request
+
+from fhir_bridge.logs import configure_logging, new_request_id, request_id_var
+from fhir_bridge.services.runtime import Runtime, build_runtime
+from fhir_bridge.settings import Settings
+
+access_log = logging.getLogger("fhir_bridge.access")
+
+
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> Flask:
+    """Build the Flask app; nothing is connected or configured at import time."""
+    settings = settings or (runtime.settings if runtime else Settings.from_env())
+    if not settings.testing:
+        configure_logging(settings.log_level, json=settings.log_json)
+    app = Flask(__name__)
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, TESTING=settings.testing)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    rt = runtime or build_runtime(settings)
+    app.extensions["fhir_bridge"] = rt
+
+    _register_request_ids(app)
+
+    from fhir_bridge.api import errors
+    from fhir_bridge.api.fhir_read import fhir_read
+    from fhir_bridge.api.health import health
+
+    errors.init_app(app)
+    app.register_blueprint(health)
+    app.register_blueprint(fhir_read)
+    return app
+
+
+def _register_request_ids(app: Flask) -> None:
+    @app.before_request
+    def _start() -> None:
+        g.request_id = new_request_id(request.headers.get("X-Request-ID"))
+        g.started = time.perf_counter()
+        request_id_var.set(g.request_id)
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        # The route pattern, never the concrete path or query: those can carry PHI.
+        rule = request.url_rule.rule if request.url_rule else "<unmatched>"
+        access_log.info(
+            "request",
+            extra={
+                "method": request.method,
+                "route": rule,
+                "status": response.status_code,
+                "ms": round(
+                    (time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2
+                ),
+            },
+        )
+        return response

@@ -1,0 +1,89 @@
+"""The CapabilityStatement: generated from the search registry so it lists exactly what works."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fhir_bridge.fhir.search_params import SEARCH_PARAMS
+
+FHIR_VERSION = "4.0.1"
+READ_INTERACTIONS = ("read", "vread", "history-instance", "search-type")
+COMMON_PARAMS = (
+    {
+        "name": "_id",
+        "definition": "http://hl7.org/fhir/SearchParameter/Resource-id",
+        "type": "token",
+        "documentation": "Logical id of the resource",
+    },
+    {
+        "name": "_lastUpdated",
+        "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated",
+        "type": "date",
+        "documentation": "When the resource last changed (prefixes eq ne gt lt ge le sa eb)",
+    },
+)
+
+
+def _resource_entry(resource_type: str, extra_interactions: tuple[str, ...]) -> dict[str, Any]:
+    params = SEARCH_PARAMS[resource_type]
+    references = sorted(name for name, p in params.items() if p.type == "reference")
+    revincludes = sorted(
+        f"{src}:{name}"
+        for src, src_params in SEARCH_PARAMS.items()
+        for name, p in src_params.items()
+        if p.type == "reference" and (not p.targets or resource_type in p.targets)
+    )
+    search_params = [
+        {
+            "name": name,
+            **({"definition": p.definition} if p.definition else {}),
+            "type": p.type,
+            **({"documentation": p.description} if p.description else {}),
+        }
+        for name, p in sorted(params.items())
+    ]
+    return {
+        "type": resource_type,
+        "interaction": [{"code": code} for code in (*READ_INTERACTIONS, *extra_interactions)],
+        "versioning": "versioned",
+        "readHistory": True,
+        "conditionalRead": "not-match",
+        "searchInclude": [f"{resource_type}:{name}" for name in references],
+        "searchRevInclude": revincludes,
+        "searchParam": [*COMMON_PARAMS, *search_params],
+    }
+
+
+def capability_statement(
+    *,
+    base_url: str,
+    software_version: str,
+    date: str,
+    extra_interactions: dict[str, tuple[str, ...]] | None = None,
+) -> dict[str, Any]:
+    """CapabilityStatement (kind instance, JSON only) for the implemented interactions."""
+    extra = extra_interactions or {}
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": date,
+        "publisher": "fhir-bridge",
+        "kind": "instance",
+        "software": {"name": "fhir-bridge", "version": software_version},
+        "implementation": {"description": "fhir-bridge FHIR R4 endpoint", "url": base_url},
+        "fhirVersion": FHIR_VERSION,
+        "format": ["json", "application/fhir+json"],
+        "rest": [
+            {
+                "mode": "server",
+                "documentation": (
+                    "Search paging uses keyset cursors evaluated against a snapshot: entries "
+                    "written during paging are never skipped or repeated. Unknown search "
+                    "parameters answer 400 unless 'Prefer: handling=lenient' is sent."
+                ),
+                "resource": [
+                    _resource_entry(rt, extra.get(rt, ())) for rt in sorted(SEARCH_PARAMS)
+                ],
+            }
+        ],
+    }
