@@ -1,0 +1,21 @@
+# fhir-bridge: slim, non-root, gunicorn. Migrations run before the server starts.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY fhir_bridge ./fhir_bridge
+RUN pip install --no-cache-dir --upgrade pip \
+ && pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    FHIR_BRIDGE_DATABASE_URL=sqlite:////var/lib/fhir-bridge/fhir-bridge.db
+RUN useradd --system --uid 10001 --home-dir /var/lib/fhir-bridge --create-home bridge
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+COPY sample_bundles /opt/fhir-bridge/sample_bundles
+USER bridge
+WORKDIR /var/lib/fhir-bridge
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=3s --start-period=20s --retries=3 \
+  CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/readyz', timeout=2).status == 200 else 1)"
+CMD ["sh", "-c", "fhir-bridge db upgrade && exec gunicorn fhir_bridge.wsgi:app --bind 0.0.0.0:8080 --workers ${WEB_CONCURRENCY:-2} --no-control-socket"]
