@@ -35,7 +35,9 @@ def _walk(client, url: str, between_pages) -> list[str]:
     return seen
 
 
-@pytest.mark.parametrize("sort", ["", "&_sort=-_lastUpdated", "&_sort=date", "&_sort=-date", "&_sort=_id"])
+@pytest.mark.parametrize(
+    "sort", ["", "&_sort=-_lastUpdated", "&_sort=date", "&_sort=-date", "&_sort=_id"]
+)
 def test_writes_between_pages_neither_skip_nor_repeat(client, runtime, thirty, sort):
     def meddle(page: int) -> None:
         # move seen and unseen entries to both ends of every order, add new ones, delete one
@@ -63,7 +65,10 @@ def test_pages_served_during_a_concurrent_writer_are_consistent(client, runtime,
         n = 0
         try:
             while not stop.is_set() and n < 400:
-                store_all(runtime, [_obs(ORIGINAL[n % 30], 1 + (n * 7) % 28, value=n % 10), _obs(f"w{n}", 3)])
+                store_all(
+                    runtime,
+                    [_obs(ORIGINAL[n % 30], 1 + (n * 7) % 28, value=n % 10), _obs(f"w{n}", 3)],
+                )
                 n += 1
         except BaseException as exc:  # surfaced below
             errors.append(exc)
@@ -72,7 +77,11 @@ def test_pages_served_during_a_concurrent_writer_are_consistent(client, runtime,
     thread.start()
     try:
         for _ in range(3):
-            seen = _walk(client, "/fhir/Observation?code=72514-3&_count=5&_sort=-_lastUpdated", lambda _p: None)
+            seen = _walk(
+                client,
+                "/fhir/Observation?code=72514-3&_count=5&_sort=-_lastUpdated",
+                lambda _p: None,
+            )
             assert len(seen) == len(set(seen))
             assert set(ORIGINAL) <= set(seen)
     finally:
