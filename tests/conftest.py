@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import quote
 
 import pytest
@@ -31,15 +32,10 @@ def _postgres_url(schema: str) -> str:
     return f"{base}{sep}options={quote(f'-csearch_path={schema}')}"
 
 
-@pytest.fixture(
-    scope="session",
-    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
-)
-def database_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """A migrated database per backend for the whole session."""
-    if request.param == "sqlite":
+@contextmanager
+def provision_database(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A new, migrated database (SQLite file, or a PostgreSQL schema of its own); yields its URL."""
+    if backend == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'bridge.db'}"
         engine = make_engine(url)
         upgrade(engine)
@@ -52,14 +48,28 @@ def database_url(
     admin = make_engine(os.environ[PG_ENV])
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = _postgres_url(schema)
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    yield url
-    with admin.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    try:
+        url = _postgres_url(schema)
+        engine = make_engine(url)
+        upgrade(engine)
+        engine.dispose()
+        yield url
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A migrated database per backend, shared by the session (tables emptied per test)."""
+    with provision_database(request.param, tmp_path_factory) as url:
+        yield url
 
 
 def _empty_tables(rt: Runtime) -> None:

@@ -51,13 +51,23 @@ def _resource_response(stored: StoredResource, status: int = 200) -> Response:
             f"{runtime().settings.fhir_base_url}/{stored.reference}/_history/{stored.version_id}"
         ),
     }
-    if_none_match = request.headers.get("If-None-Match")
-    if if_none_match and _etag_matches(if_none_match, stored.version_id):
+    if _not_modified(stored):
         response = Response(status=304)
         for key, value in headers.items():
             response.headers[key] = value
         return response
     return fhir_response(stored.content, status, headers)
+
+
+def _not_modified(stored: StoredResource) -> bool:
+    """If-None-Match decides when present; else If-Modified-Since (to the second)."""
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match:
+        return _etag_matches(if_none_match, stored.version_id)
+    since = request.if_modified_since
+    if since is not None:
+        return stored.last_updated.replace(microsecond=0) <= since.replace(tzinfo=None)
+    return False
 
 
 def _etag_matches(header: str, version_id: int) -> bool:

@@ -33,6 +33,16 @@ def test_if_none_match_gives_304(client, rivera):
     assert client.get("/fhir/Patient/p1", headers={"If-None-Match": 'W/"1"'}).status_code == 200
 
 
+def test_if_modified_since_gives_304_until_the_resource_changes(client, rivera):
+    last_modified = client.get("/fhir/Patient/p1").headers["Last-Modified"]
+    assert (
+        client.get("/fhir/Patient/p1", headers={"If-Modified-Since": last_modified}).status_code
+        == 304
+    )
+    earlier = "Mon, 02 Nov 2020 10:00:00 GMT"
+    assert client.get("/fhir/Patient/p1", headers={"If-Modified-Since": earlier}).status_code == 200
+
+
 def test_vread_answers_old_version(client, rivera):
     resp = client.get("/fhir/Patient/p1/_history/1")
     assert resp.status_code == 200

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.conftest import BACKENDS, provision_database
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -22,9 +24,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(scope="session", params=BACKENDS)
+def bridge_database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A database of the served bridge's own, apart from the one other tests empty and fill."""
+    with provision_database(request.param, tmp_path_factory) as url:
+        yield url
+
+
 @pytest.fixture(scope="session")
-def bridge_url(database_url: str) -> Iterator[str]:
-    """Base URL of a gunicorn-served bridge on the session's database (both backends)."""
+def bridge_url(bridge_database_url: str) -> Iterator[str]:
+    """Base URL of a gunicorn-served bridge with the sample data (both backends)."""
+    database_url = bridge_database_url
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     env = {
