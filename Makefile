@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export FHIR_BRIDGE_DATABASE_URL ?= sqlite:///$(CURDIR)/instance/fhir-bridge.db
 
-.PHONY: install run test lint bench bench-data clean
+.PHONY: install run test lint bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "fhir-bridge needs Python >= 3.11")'

@@ -37,10 +37,16 @@ def current_sequence(session: Session) -> int:
     """The snapshot sequence number as of now (0 for an empty store)."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_lock(:k)"), {"k": WRITE_SEQUENCE_LOCK})
+        # One statement reads and unlocks: its snapshot is taken after the lock was granted.
         try:
-            value = session.execute(select(func.max(ResourceVersion.pk))).scalar()
-        finally:
+            value = session.execute(
+                select(func.max(ResourceVersion.pk), func.pg_advisory_unlock(WRITE_SEQUENCE_LOCK))
+            ).first()[0]
+        except Exception:
+            # the lock is session-level: never leave it on a pooled connection
+            session.rollback()
             session.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": WRITE_SEQUENCE_LOCK})
+            raise
     else:
         value = session.execute(select(func.max(ResourceVersion.pk))).scalar()
     return int(value or 0)

@@ -1,0 +1,1 @@
+"""Benchmarks of the bridge's read and search paths (``make bench`` runs ``bench.run``)."""

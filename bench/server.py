@@ -1,0 +1,114 @@
+"""Run the bridge under gunicorn (2 sync workers) on a free loopback port, for one block."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+WORKERS = 2
+READY_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 20.0
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running bridge: where it listens and its gunicorn master process."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def base(self) -> str:
+        """http://host:port"""
+        return f"http://{HOST}:{self.port}"
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def _ready(port: int) -> bool:
+    conn = http.client.HTTPConnection(HOST, port, timeout=5)
+    try:
+        conn.request("GET", "/readyz")
+        response = conn.getresponse()
+        response.read()
+        return response.status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the master (graceful), then SIGKILL its process group if it lingers."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # our own session: the master and its workers
+        process.wait(STOP_TIMEOUT_S)
+
+
+@contextmanager
+def serve(database_url: str, log_path: Path) -> Iterator[Server]:
+    """Start gunicorn on ``database_url``, wait for /readyz, yield, and always stop it."""
+    port = free_port()
+    env = dict(os.environ)
+    env.update(
+        FHIR_BRIDGE_DATABASE_URL=database_url,
+        FHIR_BRIDGE_PUBLIC_BASE_URL=f"http://{HOST}:{port}",
+        FHIR_BRIDGE_LOG_LEVEL="WARNING",
+    )
+    cmd = [
+        sys.executable, "-m", "gunicorn", "fhir_bridge.wsgi:app",
+        "--bind", f"{HOST}:{port}", "--workers", str(WORKERS), "--no-control-socket",
+    ]  # fmt: skip
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        # own session: a Ctrl-C in the terminal reaches only us, and we stop it in order
+        process = subprocess.Popen(
+            cmd,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not _ready(port):
+            if process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{_tail(log_path)}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"gunicorn not ready after {READY_TIMEOUT_S:.0f} s:\n{_tail(log_path)}"
+                )
+            time.sleep(0.2)
+        yield Server(port, process, log_path)
+    finally:
+        _stop(process)
