@@ -189,6 +189,28 @@ class ResourceStore:
         ).scalar_one_or_none()
         return None if row is None or row.deleted else _stored(row)
 
+    def search_by_identifier(
+        self, resource_type: str, system: str | None, value: str, *, param: str = "identifier"
+    ) -> list[StoredResource]:
+        """Live resources of a type carrying the identifier (any system when ``system`` is None)."""
+        match = select(SearchToken.version_pk).where(
+            SearchToken.resource_type == resource_type,
+            SearchToken.param == param,
+            SearchToken.code == value,
+        )
+        if system is not None:
+            match = match.where(SearchToken.system == system)
+        rows = self.session.execute(
+            select(ResourceVersion)
+            .where(
+                ResourceVersion.pk.in_(match),
+                ResourceVersion.superseded_by.is_(None),
+                ResourceVersion.deleted.is_(False),
+            )
+            .order_by(ResourceVersion.pk)
+        ).scalars()
+        return [_stored(r) for r in rows]
+
     # ---------------------------------------------------------------- writes
     def create(
         self,
@@ -513,4 +535,6 @@ class ResourceStore:
             (SearchString, strings),
         ):
             if rows:
-                self.session.execute(insert(table), rows)
+                # Core insert: the ORM form drops None-valued keys and splits the batch into
+                # many small statements (measured: 2x slower on SQLite, 3x on PostgreSQL).
+                self.session.execute(insert(table.__table__), rows)

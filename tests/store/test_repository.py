@@ -141,3 +141,33 @@ def test_inbound_payload_is_kept_byte_for_byte(runtime):
 
     with read_session(runtime.sessions) as session:
         assert session.get(InboundPayload, pk).body == body
+
+
+def test_search_by_identifier_finds_live_resources_with_or_without_system(runtime):
+    from tests.factories import MRN
+
+    store_all_ = [patient("p1", "P-1", "Rivera", "Ana"), patient("p2", "P-2", "Okafor", "Chidi")]
+    with write_session(runtime.sessions) as session:
+        store = ResourceStore(session)
+        for r in store_all_:
+            store.update(r)
+        store.delete("Patient", "p2")
+    with read_session(runtime.sessions) as session:
+        store = ResourceStore(session)
+        assert [s.resource_id for s in store.search_by_identifier("Patient", MRN, "P-1")] == ["p1"]
+        assert [s.resource_id for s in store.search_by_identifier("Patient", None, "P-1")] == ["p1"]
+        assert store.search_by_identifier("Patient", "https://other.example.org", "P-1") == []
+        assert store.search_by_identifier("Patient", MRN, "P-2") == []
+
+
+def test_bulk_create_indexes_every_resource(runtime):
+    with write_session(runtime.sessions) as session:
+        count = ResourceStore(session).bulk_create(
+            [observation(f"o{n}", "p1", value=n) for n in range(50)]
+            + [patient("p1", "P-1", "Rivera", "Ana")]
+        )
+    assert count == 51
+    with read_session(runtime.sessions) as session:
+        store = ResourceStore(session)
+        assert store.read("Observation", "o7").resource["valueQuantity"]["value"] == 7
+        assert [s.resource_id for s in store.search_by_identifier("Patient", None, "P-1")] == ["p1"]
