@@ -1,0 +1,1 @@
+"""Pure mapping between clinic records and FHIR, driven by the tables in ``mappings/``."""
