@@ -1,0 +1,1 @@
+"""The clinic's own records (massage sessions): their shape, and validation at the boundary."""
