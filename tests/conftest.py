@@ -115,6 +115,22 @@ def client(app):
     return app.test_client()
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--update-goldens`` rewrites the session golden files (the tests then fail for review)."""
+    parser.addoption(
+        "--update-goldens",
+        action="store_true",
+        default=False,
+        help="Rewrite sample_bundles/sessions/expected/*.json from the current mapping.",
+    )
+
+
+@pytest.fixture
+def update_goldens(request: pytest.FixtureRequest) -> bool:
+    """True when the run should rewrite golden files instead of comparing with them."""
+    return bool(request.config.getoption("update_goldens", default=False))
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """Count PostgreSQL tests that really ran and passed."""
     global _postgres_passed
