@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 from flask import Flask, Response, g, request
 
 from fhir_bridge.logs import configure_logging, new_request_id, request_id_var
+from fhir_bridge.mapping.tables import MappingTables, load_tables
+from fhir_bridge.records.schemas import preload_icd10cm
+from fhir_bridge.records.vocabulary import Vocabulary
 from fhir_bridge.services.runtime import Runtime, build_runtime
 from fhir_bridge.settings import Settings
 
@@ -25,16 +29,30 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     rt = runtime or build_runtime(settings)
     app.extensions["fhir_bridge"] = rt
 
+    tables = load_configured_tables(settings)
+    app.extensions["fhir_bridge_tables"] = tables
+    app.extensions["fhir_bridge_vocabulary"] = Vocabulary.from_tables(tables)
+    preload_icd10cm()  # ~3 s once per process, not on the first clinic request
+
     _register_request_ids(app)
 
     from fhir_bridge.api import errors
     from fhir_bridge.api.fhir_read import fhir_read
     from fhir_bridge.api.health import health
+    from fhir_bridge.api.sessions import sessions_api
+    from fhir_bridge.api.terminology import terminology
 
     errors.init_app(app)
     app.register_blueprint(health)
+    app.register_blueprint(terminology)
     app.register_blueprint(fhir_read)
+    app.register_blueprint(sessions_api)
     return app
+
+
+def load_configured_tables(settings: Settings) -> MappingTables:
+    """Tables of FHIR_BRIDGE_MAPPINGS_DIR or the shipped ones; MappingError stops start-up."""
+    return load_tables(Path(settings.mappings_dir) if settings.mappings_dir else None)
 
 
 def _register_request_ids(app: Flask) -> None:

@@ -46,7 +46,12 @@ class Settings:
     # the clinic's own identity
     clinic_name: str = "Example Medical Massage Clinic"
     clinic_npi: str = "1245319599"
-    clinic_identifier_system: str = "https://clinic.example.org/fhir/mrn"
+    #: base of the clinic's identifier systems: <base>/mrn, <base>/session, <base>/goal
+    clinic_system_base: str = "https://clinic.example.org/fhir"
+    #: identifier system under which payer Organizations carry their payer id
+    payer_id_system: str = "https://payers.example.org/payer-id"
+    #: folder of the code mapping tables; empty = the mappings/ shipped with the bridge
+    mappings_dir: str = ""
     # operations
     log_level: str = "INFO"
     log_json: bool = True

@@ -180,3 +180,28 @@ class InboundPayload(Base):
     body: Mapped[bytes] = mapped_column(LargeBinary)
     resource_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
     resource_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class ClinicSession(Base):
+    """A clinic's massage-session record as last accepted, and what it produced."""
+
+    __tablename__ = "clinic_session"
+    __table_args__ = (
+        UniqueConstraint("session_id"),
+        Index(None, "patient_mrn", "pk"),
+    )
+
+    pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(32))
+    patient_mrn: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+    inbound_payload_pk: Mapped[int] = mapped_column(ForeignKey("inbound_payload.pk"))
+    #: the accepted record, byte for byte as received
+    record: Mapped[bytes] = mapped_column(LargeBinary)
+    #: JSON list of {resourceType, id, versionId} this record produced
+    resources: Mapped[str] = mapped_column(Text)
+    #: JSON list of {code, message}
+    flags: Mapped[str] = mapped_column(Text)
