@@ -1,10 +1,15 @@
-"""The ``fhir-bridge`` command: serve, db upgrade, load."""
+"""The ``fhir-bridge`` command: serve, db upgrade, load, import."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO, TextIO
 
 import click
 
@@ -73,6 +78,169 @@ def load(folder: Path, if_empty: bool) -> None:
             )
     click.echo(f"{len(files)} bundles: {created} created, {updated} updated, {unchanged} unchanged")
     rt.dispose()
+
+
+@dataclass
+class _ImportTally:
+    """What an import did so far."""
+
+    lines: int = 0
+    blank: int = 0
+    created: int = 0
+    replaced: int = 0
+    rejected: list[tuple[int, list[dict[str, str]]]] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> int:
+        return self.created + self.replaced
+
+
+_MAPPING_BUG = {
+    "path": "$",
+    "message": "the mapping failed on this record (a bug in the bridge): see the rejected file",
+}
+
+
+def _backlog_lines(stream: BinaryIO) -> Iterator[tuple[int, bytes, int]]:
+    """(line number, line without its end-of-line, bytes read); splits on LF only.
+
+    Never on the other characters ``str.splitlines`` treats as line breaks: a JSON string may
+    hold a raw U+2028, and a record must not be cut there.
+    """
+    for number, raw in enumerate(stream, start=1):
+        line = raw[:-1] if raw.endswith(b"\n") else raw
+        yield number, line[:-1] if line.endswith(b"\r") else line, len(raw)
+
+
+def _problems(exc: Exception) -> list[dict[str, str]]:
+    """The errors of a rejected line as {path, message}; ``$`` is the line as a whole."""
+    from fhir_bridge.fhir.outcome import FhirError
+    from fhir_bridge.records.errors import RecordInvalid
+
+    if isinstance(exc, RecordInvalid):
+        return [{"path": p.path, "message": p.diagnostics()} for p in exc.problems]
+    if isinstance(exc, FhirError):
+        return [
+            {"path": i.expression[0] if i.expression else "$", "message": i.diagnostics}
+            for i in exc.issues
+        ]
+    return [{"path": "$", "message": str(exc)}]
+
+
+def _reject(out: TextIO, number: int, line: bytes, errors: list[dict[str, str]]) -> None:
+    """One line of the rejected file: the line number, its errors and the line as it was.
+
+    Bytes that are not UTF-8 are kept as escaped lone surrogates (surrogateescape), so the
+    original line can always be restored: nothing is lost.
+    """
+    text = line.decode("utf-8", errors="surrogateescape")
+    ascii_only = any("\udc80" <= ch <= "\udcff" for ch in text)
+    entry = {"line": number, "errors": errors, "record": text}
+    out.write(json.dumps(entry, ensure_ascii=ascii_only) + "\n")
+    out.flush()
+
+
+@main.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--rejected",
+    "rejected_path",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=None,
+    help="Where rejected lines go (JSON lines); default FILE.rejected.jsonl.",
+)
+def import_backlog(file: Path, rejected_path: Path | None) -> None:
+    """Submit a JSON-lines backlog of session records (one record per line).
+
+    Each line goes through the same path as POST /api/v1/sessions: a new session_id is
+    created, a known one replaced. Blank lines are skipped. Rejected lines (bad JSON, invalid
+    records, refused submissions) are written, as they were, to the rejected file with their
+    errors. Exit code 0 when every line was accepted, 1 when some were rejected. The terminal
+    shows line numbers, error paths and messages only, never the records (PHI).
+    """
+    from fhir_bridge.app import load_configured_tables
+    from fhir_bridge.fhir.outcome import FhirError
+    from fhir_bridge.mapping.tables import MappingError
+    from fhir_bridge.records.errors import RecordInvalid
+    from fhir_bridge.records.vocabulary import Vocabulary
+    from fhir_bridge.services.sessions import MappingBug, submit_session
+
+    rejected_path = rejected_path or file.with_suffix(".rejected.jsonl")
+    if rejected_path.resolve() == file.resolve():
+        raise click.UsageError("--rejected must not be the backlog file itself")
+    rt = _runtime()
+    try:
+        tables = load_configured_tables(rt.settings)
+    except MappingError as exc:
+        rt.dispose()
+        raise click.ClickException(f"mapping tables: {exc}") from None
+    vocabulary = Vocabulary.from_tables(tables)
+    run = uuid.uuid4().hex[:12]
+    tally = _ImportTally()
+    try:
+        with (
+            file.open("rb") as backlog,
+            rejected_path.open("w", encoding="utf-8", errors="surrogateescape") as out,
+            click.progressbar(
+                length=file.stat().st_size, label="importing sessions", file=sys.stderr
+            ) as bar,
+        ):
+            for number, line, size in _backlog_lines(backlog):
+                bar.update(size)
+                if not line.strip():
+                    tally.blank += 1
+                    continue
+                tally.lines += 1
+                try:
+                    outcome = submit_session(
+                        rt,
+                        tables,
+                        vocabulary,
+                        body=line,
+                        request_id=f"import-{run}-{number}",
+                        content_type="application/json",
+                    )
+                except (RecordInvalid, FhirError, MappingBug) as exc:
+                    errors = _problems(exc)
+                    _reject(out, number, line, errors)
+                    # a MappingBug's text comes from validating mapped resources and may quote
+                    # record values: it goes to the rejected file only
+                    shown = [_MAPPING_BUG] if isinstance(exc, MappingBug) else errors
+                    tally.rejected.append((number, shown))
+                    continue
+                except Exception as exc:
+                    # the message may quote the record (database errors do): name the type only
+                    raise click.ClickException(
+                        f"line {number}: {type(exc).__name__}; import stopped there. Lines before "
+                        f"it are stored (rerunning the file is safe: a replay replaces)."
+                    ) from exc
+                if outcome.created:
+                    tally.created += 1
+                else:
+                    tally.replaced += 1
+    finally:
+        rt.dispose()
+    _report(tally, rejected_path)
+
+
+def _report(tally: _ImportTally, rejected_path: Path) -> None:
+    for number, errors in tally.rejected:
+        for e in errors:
+            click.echo(f"line {number}: {e['path']}: {_one_line(e['message'])}", err=True)
+    if tally.blank:
+        click.echo(f"{tally.blank} blank line(s) skipped", err=True)
+    click.echo(
+        f"{tally.lines} lines: {tally.accepted} accepted ({tally.created} created, "
+        f"{tally.replaced} replaced), {len(tally.rejected)} rejected"
+    )
+    if tally.rejected:
+        click.echo(f"rejected lines written to {rejected_path}", err=True)
+        sys.exit(1)
+
+
+def _one_line(message: str) -> str:
+    """A message on one terminal line (Problem messages are PHI-free by design)."""
+    return " ".join(message.split())
 
 
 @main.command()
