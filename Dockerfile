@@ -8,14 +8,16 @@ RUN pip install --no-cache-dir --upgrade pip \
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
-    FHIR_BRIDGE_DATABASE_URL=sqlite:////var/lib/fhir-bridge/fhir-bridge.db
+    FHIR_BRIDGE_DATABASE_URL=sqlite:////var/lib/fhir-bridge/fhir-bridge.db \
+    FHIR_BRIDGE_MAPPINGS_DIR=/opt/fhir-bridge/mappings
 RUN useradd --system --uid 10001 --home-dir /var/lib/fhir-bridge --create-home bridge
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+COPY mappings /opt/fhir-bridge/mappings
 COPY sample_bundles /opt/fhir-bridge/sample_bundles
 USER bridge
 WORKDIR /var/lib/fhir-bridge
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=3s --start-period=20s --retries=3 \
   CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/readyz', timeout=2).status == 200 else 1)"
-CMD ["sh", "-c", "fhir-bridge db upgrade && exec gunicorn fhir_bridge.wsgi:app --bind 0.0.0.0:8080 --workers ${WEB_CONCURRENCY:-2} --no-control-socket"]
+CMD ["sh", "-c", "fhir-bridge mappings check && fhir-bridge db upgrade && exec gunicorn fhir_bridge.wsgi:app --bind 0.0.0.0:8080 --workers ${WEB_CONCURRENCY:-2} --no-control-socket"]

@@ -48,6 +48,32 @@ def db_upgrade(revision: str) -> None:
     rt.dispose()
 
 
+@main.group()
+def mappings() -> None:
+    """Code mapping tables (mappings/)."""
+
+
+@mappings.command("check")
+@click.argument(
+    "folder", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+def mappings_check(folder: Path | None) -> None:
+    """Validate the mapping tables (FOLDER, else FHIR_BRIDGE_MAPPINGS_DIR or the shipped ones)."""
+    from fhir_bridge.mapping.tables import MappingError, load_tables
+
+    if folder is None:
+        configured = Settings.from_env().mappings_dir
+        folder = Path(configured) if configured else None
+    try:
+        tables = load_tables(folder)
+    except MappingError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"mappings ok: {len(tables.techniques)} techniques, {len(tables.body_sites)} body sites, "
+        f"{len(tables.lateralities)} lateralities, {len(tables.measures)} measures"
+    )
+
+
 @main.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=True, path_type=Path))
 @click.option("--if-empty", is_flag=True, help="Load only when the store holds no resource yet.")

@@ -54,6 +54,40 @@ def _resource_entry(resource_type: str, extra_interactions: tuple[str, ...]) -> 
     }
 
 
+TERMINOLOGY_PARAMS = (
+    {
+        "name": "_id",
+        "definition": "http://hl7.org/fhir/SearchParameter/Resource-id",
+        "type": "token",
+    },
+    {
+        "name": "url",
+        "definition": "http://hl7.org/fhir/SearchParameter/conformance-url",
+        "type": "uri",
+    },
+)
+
+
+def _terminology_entries() -> list[dict[str, Any]]:
+    """CodeSystem and ConceptMap: generated from mappings/, read-only, ConceptMap/$translate."""
+    entries = []
+    for resource_type in ("CodeSystem", "ConceptMap"):
+        entry: dict[str, Any] = {
+            "type": resource_type,
+            "interaction": [{"code": "read"}, {"code": "search-type"}],
+            "searchParam": list(TERMINOLOGY_PARAMS),
+        }
+        if resource_type == "ConceptMap":
+            entry["operation"] = [
+                {
+                    "name": "translate",
+                    "definition": "http://hl7.org/fhir/OperationDefinition/ConceptMap-translate",
+                }
+            ]
+        entries.append(entry)
+    return entries
+
+
 def capability_statement(
     *,
     base_url: str,
@@ -81,9 +115,11 @@ def capability_statement(
                     "written during paging are never skipped or repeated. Unknown search "
                     "parameters answer 400 unless 'Prefer: handling=lenient' is sent."
                 ),
-                "resource": [
-                    _resource_entry(rt, extra.get(rt, ())) for rt in sorted(SEARCH_PARAMS)
-                ],
+                "resource": sorted(
+                    [_resource_entry(rt, extra.get(rt, ())) for rt in SEARCH_PARAMS]
+                    + _terminology_entries(),
+                    key=lambda entry: entry["type"],
+                ),
             }
         ],
     }

@@ -71,3 +71,22 @@ def test_malformed_setting_is_named(env):
     result = CliRunner().invoke(main, ["db", "upgrade"], env=env)
     assert result.exit_code == 1
     assert "FHIR_BRIDGE_MAX_BODY_BYTES" in result.output
+
+
+def test_mappings_check_passes_on_the_shipped_tables(env):
+    result = run(env, "mappings", "check")
+    assert result.exit_code == 0
+    assert "mappings ok: 7 techniques" in result.output
+
+
+def test_mappings_check_names_file_and_entry_of_a_broken_table(env, tmp_path):
+    import shutil
+
+    broken = tmp_path / "mappings"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "mappings", broken)
+    measures = broken / "measures.yaml"
+    measures.write_text(measures.read_text().replace("maximum: 10", "maximum: -1", 1))
+    result = CliRunner().invoke(main, ["mappings", "check", str(broken)], env=env)
+    assert result.exit_code == 1
+    assert "measures.yaml" in result.output
+    assert "pain_nrs" in result.output
