@@ -40,6 +40,10 @@ def _sqlite_engine(database_url: str, **kwargs: object) -> Engine:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        # Page cache (64 MiB) and memory-mapped reads (256 MiB) per connection: at a million
+        # resources the index pages of a search no longer fit SQLite's 2 MiB default.
+        cursor.execute("PRAGMA cache_size=-65536")
+        cursor.execute("PRAGMA mmap_size=268435456")
         cursor.close()
 
     @event.listens_for(engine, "begin")
