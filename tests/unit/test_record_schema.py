@@ -25,85 +25,12 @@ from fhir_bridge.mapping.tables import (
 )
 from fhir_bridge.records.errors import Problem, RecordInvalid, to_operation_outcome
 from fhir_bridge.records.model import SessionRecord
+from fhir_bridge.records.openapi import EXAMPLE_RECORD
 from fhir_bridge.records.schemas import load_session
 from fhir_bridge.records.vocabulary import MeasureRule, Vocabulary
 
-# The contract example (contracts/session.md), verbatim.
-EXAMPLE: dict[str, Any] = {
-    "session_id": "MMC-2026-000123",
-    "status": "completed",
-    "patient": {
-        "mrn": "P-1001",
-        "family_name": "Rivera",
-        "given_names": ["Ana", "Lucia"],
-        "birth_date": "1979-03-14",
-        "sex": "female",
-        "coverage": {"payer_id": "ACME-HEALTH", "member_id": "XQZ123456789"},
-    },
-    "therapist": {"npi": "1234567893", "name": "Sam Lee, LMT"},
-    "referral": {"system": "urn:oid:2.16.840.1.113883.19.5", "value": "SR-8891"},
-    "started_at": "2026-11-20T10:00:00-05:00",
-    "ended_at": "2026-11-20T10:55:00-05:00",
-    "diagnoses": ["M54.2"],
-    "treatments": [
-        {
-            "technique": "trigger_point_therapy",
-            "body_site": "upper_trapezius",
-            "laterality": "left",
-            "minutes": 20,
-        },
-        {"technique": "muscle_energy_technique", "body_site": "cervical_spine", "minutes": 15},
-        {"technique": "swedish_massage", "body_site": "upper_back", "minutes": 15},
-    ],
-    "assessments": [
-        {
-            "phase": "pre",
-            "measure": "pain_nrs",
-            "value": 7,
-            "body_site": "neck",
-            "at": "2026-11-20T10:02:00-05:00",
-        },
-        {
-            "phase": "post",
-            "measure": "pain_nrs",
-            "value": 4,
-            "body_site": "neck",
-            "at": "2026-11-20T10:52:00-05:00",
-        },
-        {
-            "phase": "pre",
-            "measure": "cervical_rotation_rom",
-            "laterality": "left",
-            "value": 45,
-            "unit": "deg",
-        },
-        {
-            "phase": "post",
-            "measure": "cervical_rotation_rom",
-            "laterality": "left",
-            "value": 60,
-            "unit": "deg",
-        },
-        {"phase": "pre", "measure": "oswestry_disability_index", "value": 24},
-        {"phase": "pre", "measure": "sleep_quality_nrs", "value": 3},
-    ],
-    "goals": [
-        {
-            "goal_id": "G1",
-            "description": "Turn head fully to check the blind spot while driving",
-            "measure": "cervical_rotation_rom",
-            "laterality": "left",
-            "target": 70,
-            "due": "2026-12-31",
-        }
-    ],
-    "notes": {
-        "subjective": "Neck pain 7/10 after desk work; wakes twice a night.",
-        "objective": "Taut band left upper trapezius; rotation limited.",
-        "assessment": "Pain and rotation improved within session.",
-        "plan": "Continue 2x/week for 4 weeks; home stretching.",
-    },
-}
+# The contract example (contracts/session.md), verbatim; the OpenAPI document shows it too.
+EXAMPLE: dict[str, Any] = EXAMPLE_RECORD
 
 TECHNIQUES = [
     "swedish_massage",
