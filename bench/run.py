@@ -8,6 +8,9 @@ generate the synthetic store if needed, ANALYZE, start gunicorn with 2 workers, 
 * throughput: ``--clients`` threads for ``--duration`` seconds on the goal query and on reads.
 
 Prints a table and the goal check, and writes ``bench/results/latest.json``.
+
+``--suite sessions`` runs the session-write benchmark (``bench.sessions``) instead, with the
+same ``--backends`` and ``--clients``; ``--suite all`` (the default) runs both, reads first.
 """
 
 from __future__ import annotations
@@ -252,8 +255,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="latency runs per query")
     parser.add_argument("--clients", type=int, default=8, help="threads in the throughput runs")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per throughput run")
+    parser.add_argument(
+        "--suite",
+        choices=("reads", "sessions", "all"),
+        default="all",
+        help="reads: this read/search suite; sessions: bench.sessions; all: both (default)",
+    )
     args = parser.parse_args(argv)
+    status = 0
+    if args.suite in ("reads", "all"):
+        status, interrupted = run_reads(args)
+        if interrupted:
+            return status
+    if args.suite in ("sessions", "all"):
+        from bench import sessions
+
+        print("\n==== session suite (bench.sessions)", flush=True)
+        backends = ",".join(args.backends)
+        status = max(
+            status, sessions.main(["--backends", backends, "--clients", str(args.clients)])
+        )
+    return status
+
+
+def run_reads(args: argparse.Namespace) -> tuple[int, bool]:
+    """The read/search suite; returns its exit status and whether it was interrupted."""
     results: list[dict[str, Any]] = []
+    interrupted = False
     try:
         for backend in args.backends:
             for scale in args.scales:
@@ -261,10 +289,11 @@ def main(argv: list[str] | None = None) -> int:
                 write_json(results, goal_check(results), args)
     except KeyboardInterrupt:
         print("\ninterrupted; reporting what was measured", file=sys.stderr)
+        interrupted = True
     checks = goal_check(results)
     print_table(results, checks)
     write_json(results, checks, args)
-    return 0 if all(c["verdict"] != "FAIL" for c in checks) else 1
+    return (0 if all(c["verdict"] != "FAIL" for c in checks) else 1), interrupted
 
 
 if __name__ == "__main__":
