@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     from fhir_bridge.api import errors
     from fhir_bridge.api.fhir_read import fhir_read
+    from fhir_bridge.api.fhir_write import fhir_write
     from fhir_bridge.api.health import health
     from fhir_bridge.api.sessions import sessions_api
     from fhir_bridge.api.terminology import terminology
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     errors.init_app(app)
     app.register_blueprint(health)
     app.register_blueprint(terminology)
+    app.register_blueprint(fhir_write)  # before fhir_read: its POST/PUT routes win
     app.register_blueprint(fhir_read)
     app.register_blueprint(sessions_api)
     return app

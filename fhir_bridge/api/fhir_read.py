@@ -14,6 +14,7 @@ from fhir_bridge.fhir.dates import to_instant
 from fhir_bridge.fhir.outcome import FhirError, error, operation_outcome
 from fhir_bridge.fhir.search_params import SEARCH_PARAMS
 from fhir_bridge.fhir.search_query import parse_search
+from fhir_bridge.fhir.transaction import DIRECT_WRITE_TYPES
 from fhir_bridge.services import resources
 from fhir_bridge.store.repository import StoredResource
 
@@ -184,8 +185,15 @@ def _search(resource_type: str, params: list[tuple[str, str]]) -> Response:
 @fhir_read.route("/<resource_type>/<resource_id>", methods=["PUT", "DELETE", "PATCH", "POST"])
 @fhir_read.route("/<resource_type>", methods=["POST", "PUT", "DELETE", "PATCH"])
 def not_supported(resource_type: str, resource_id: str | None = None) -> Response:
-    """Interactions the bridge does not offer on this resource yet: 405 with an outcome."""
+    """Interactions the bridge does not offer on this resource yet: 405 with an outcome.
+
+    POST/PUT of the directly writable types never get here: fhir_write (registered first)
+    routes them by name. Everything else (DELETE, PATCH, other types) answers 405.
+    """
     _known_type(resource_type)
+    allow = "GET"
+    if resource_type in DIRECT_WRITE_TYPES:
+        allow = "GET, PUT" if resource_id else "GET, POST"
     outcome = operation_outcome(
         [
             error(
@@ -194,4 +202,4 @@ def not_supported(resource_type: str, resource_id: str | None = None) -> Respons
             )
         ]
     )
-    return fhir_response(outcome, 405, {"Allow": "GET"})
+    return fhir_response(outcome, 405, {"Allow": allow})

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_bridge.fhir.search_params import SEARCH_PARAMS
+from fhir_bridge.fhir.transaction import BUNDLE_WRITE_TYPES, DIRECT_WRITE_TYPES
 
 FHIR_VERSION = "4.0.1"
 READ_INTERACTIONS = ("read", "vread", "history-instance", "search-type")
+WRITE_INTERACTIONS = ("create", "update")
 COMMON_PARAMS = (
     {
         "name": "_id",
@@ -42,17 +44,31 @@ def _resource_entry(resource_type: str, extra_interactions: tuple[str, ...]) -> 
         }
         for name, p in sorted(params.items())
     ]
+    writable = resource_type in DIRECT_WRITE_TYPES
+    interactions = (*READ_INTERACTIONS, *(WRITE_INTERACTIONS if writable else ()))
     return {
         "type": resource_type,
-        "interaction": [{"code": code} for code in (*READ_INTERACTIONS, *extra_interactions)],
+        "interaction": [{"code": code} for code in (*interactions, *extra_interactions)],
         "versioning": "versioned",
         "readHistory": True,
+        **(
+            {"updateCreate": True, "conditionalCreate": True, "conditionalUpdate": False}
+            if writable
+            else {}
+        ),
         "conditionalRead": "not-match",
         "searchInclude": [f"{resource_type}:{name}" for name in references],
         "searchRevInclude": revincludes,
         "searchParam": [*COMMON_PARAMS, *search_params],
     }
 
+
+_BUNDLE_DOC = (
+    "POST [base] with a transaction or batch Bundle: POST (ifNoneExist), PUT (Type/id or "
+    "conditional Type?params) and GET (read) entries on "
+    + ", ".join(BUNDLE_WRITE_TYPES)
+    + "; urn:uuid fullUrls and conditional references are resolved. DELETE is not supported."
+)
 
 TERMINOLOGY_PARAMS = (
     {
@@ -115,6 +131,10 @@ def capability_statement(
                     "written during paging are never skipped or repeated. Unknown search "
                     "parameters answer 400 unless 'Prefer: handling=lenient' is sent."
                 ),
+                "interaction": [
+                    {"code": "transaction", "documentation": _BUNDLE_DOC},
+                    {"code": "batch", "documentation": _BUNDLE_DOC},
+                ],
                 "resource": sorted(
                     [_resource_entry(rt, extra.get(rt, ())) for rt in SEARCH_PARAMS]
                     + _terminology_entries(),

@@ -24,6 +24,21 @@ def test_capability_statement_lists_exactly_what_is_implemented(client):
         "history-instance",
         "search-type",
     }
+    assert "conditionalCreate" not in obs
+    for writable in ("ServiceRequest", "Task"):
+        entry = resources[writable]
+        assert {i["code"] for i in entry["interaction"]} == {
+            "read",
+            "vread",
+            "history-instance",
+            "search-type",
+            "create",
+            "update",
+        }
+        assert entry["conditionalCreate"] is True
+        assert entry["conditionalUpdate"] is False
+        assert entry["updateCreate"] is True
+    assert {i["code"] for i in body["rest"][0]["interaction"]} == {"transaction", "batch"}
     names = {p["name"] for p in obs["searchParam"]}
     assert {
         "patient",

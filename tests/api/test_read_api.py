@@ -88,13 +88,23 @@ def test_errors_are_operation_outcomes(client, rivera, path, status, code):
         ("PATCH", "/fhir/Patient/p1"),
         ("PUT", "/fhir/Patient/p1"),
         ("POST", "/fhir/Patient"),
+        ("PUT", "/fhir/Observation/o1"),
+        ("DELETE", "/fhir/ServiceRequest/sr1"),
+        ("PATCH", "/fhir/Task/t1"),
     ],
 )
 def test_unsupported_interactions_answer_405(client, rivera, method, path):
-    resp = client.open(path, method=method, json={"resourceType": "Patient"})
+    """POST/PUT exist for ServiceRequest and Task only (fhir_write); the rest stays 405."""
+    resp = client.open(path, method=method, json={"resourceType": path.split("/")[2]})
     assert resp.status_code == 405
     assert resp.get_json()["issue"][0]["code"] == "not-supported"
     assert "GET" in resp.headers["Allow"]
+
+
+def test_405_on_writable_types_advertises_their_write_methods(client):
+    assert client.delete("/fhir/ServiceRequest/sr1").headers["Allow"] == "GET, PUT"
+    assert client.patch("/fhir/Task").headers["Allow"] == "GET, POST"
+    assert client.post("/fhir/Patient", json={}).headers["Allow"] == "GET"
 
 
 def test_deleted_resource_answers_410(client, runtime):

@@ -1,0 +1,99 @@
+"""FHIR write side under /fhir: create, conditional create, update, transaction and batch.
+
+Direct ``POST /fhir/{type}`` and ``PUT /fhir/{type}/{id}`` exist for the referral resources
+(ServiceRequest, Task); the routes name them, so every other type falls through to the read
+blueprint's 405. ``POST /fhir`` takes a transaction or batch Bundle. Bodies are
+application/fhir+json (application/json accepted); headers follow FHIR R4 http.html.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, g, request
+
+from fhir_bridge.api.http import fhir_response, http_date, negotiate, runtime
+from fhir_bridge.fhir.outcome import FhirError, error
+from fhir_bridge.services import fhir_writes
+from fhir_bridge.services.fhir_writes import DIRECT_TYPES, Inbound, WriteResult
+
+fhir_write = Blueprint("fhir_write", __name__, url_prefix="/fhir")
+
+ACCEPTED_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
+_WRITABLE = f"any({', '.join(DIRECT_TYPES)})"
+
+
+@fhir_write.before_request
+def _negotiate() -> None:
+    negotiate()
+
+
+def _inbound() -> Inbound:
+    if request.mimetype not in ACCEPTED_TYPES:
+        raise FhirError(
+            415,
+            error("not-supported", "Send FHIR resources as application/fhir+json", "Content-Type"),
+        )
+    return Inbound(
+        body=request.get_data(cache=False),
+        method=request.method,
+        path=request.path,
+        content_type=request.content_type,
+        request_id=g.get("request_id"),
+    )
+
+
+def prefer_return() -> str:
+    """The ``Prefer: return=`` choice; representation when absent or unknown."""
+    for part in request.headers.get("Prefer", "").replace(";", ",").split(","):
+        name, _, value = part.strip().partition("=")
+        if name.strip().lower() == "return" and value.strip() in fhir_writes.RETURN_PREFERENCES:
+            return value.strip()
+    return "representation"
+
+
+def _written(result: WriteResult) -> Response:
+    stored = result.stored
+    base = runtime().settings.fhir_base_url
+    headers = {
+        "Location": f"{base}/{stored.reference}/_history/{stored.version_id}",
+        "ETag": stored.etag,
+        "Last-Modified": http_date(stored.last_updated),
+    }
+    prefer = prefer_return()
+    if prefer == "minimal":
+        response = Response(status=result.status)
+        for key, value in headers.items():
+            response.headers[key] = value
+        return response
+    if prefer == "OperationOutcome":
+        return fhir_response(fhir_writes.informational(result), result.status, headers)
+    return fhir_response(stored.content, result.status, headers)
+
+
+@fhir_write.post(f"/<{_WRITABLE}:resource_type>")
+def create(resource_type: str) -> Response:
+    """Create (201), or with If-None-Exist answer the one match (200)."""
+    result = fhir_writes.create(
+        runtime(),
+        resource_type,
+        _inbound(),
+        if_none_exist=request.headers.get("If-None-Exist"),
+    )
+    return _written(result)
+
+
+@fhir_write.put(f"/<{_WRITABLE}:resource_type>/<resource_id>")
+def update(resource_type: str, resource_id: str) -> Response:
+    """Update (200) or create with the client's id (201); If-Match makes it version-aware."""
+    inbound = _inbound()
+    header = request.headers.get("If-Match")
+    if_match = fhir_writes.parse_if_match(header) if header else None
+    return _written(
+        fhir_writes.update(runtime(), resource_type, resource_id, inbound, if_match=if_match)
+    )
+
+
+@fhir_write.post("", strict_slashes=False)
+def bundle() -> Response:
+    """A transaction (all or nothing) or batch (entry by entry) Bundle."""
+    body = fhir_writes.process_bundle(runtime(), _inbound(), prefer=prefer_return())
+    return fhir_response(body)
