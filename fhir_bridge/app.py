@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     from fhir_bridge.api.fhir_read import fhir_read
     from fhir_bridge.api.fhir_write import fhir_write
     from fhir_bridge.api.health import health
+    from fhir_bridge.api.referrals import referrals_api
     from fhir_bridge.api.sessions import sessions_api
     from fhir_bridge.api.terminology import terminology
 
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.register_blueprint(fhir_write)  # before fhir_read: its POST/PUT routes win
     app.register_blueprint(fhir_read)
     app.register_blueprint(sessions_api)
+    app.register_blueprint(referrals_api)
     return app
 
 

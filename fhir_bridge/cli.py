@@ -70,7 +70,8 @@ def mappings_check(folder: Path | None) -> None:
         raise click.ClickException(str(exc)) from None
     click.echo(
         f"mappings ok: {len(tables.techniques)} techniques, {len(tables.body_sites)} body sites, "
-        f"{len(tables.lateralities)} lateralities, {len(tables.measures)} measures"
+        f"{len(tables.lateralities)} lateralities, {len(tables.measures)} measures, "
+        f"{len(tables.referral_services)} referral services"
     )
 
 

@@ -50,6 +50,10 @@ class Settings:
     clinic_system_base: str = "https://clinic.example.org/fhir"
     #: identifier system under which payer Organizations carry their payer id
     payer_id_system: str = "https://payers.example.org/payer-id"
+    #: FHIR base URLs of physicians' servers the bridge may read referrals from (comma-separated)
+    physician_servers: str = ""
+    #: seconds to wait for a partner server
+    fetch_timeout_seconds: int = 10
     #: folder of the code mapping tables; empty = the mappings/ shipped with the bridge
     mappings_dir: str = ""
     # operations
@@ -79,6 +83,11 @@ class Settings:
                 values[f.name] = raw
         settings = cls(**values)
         return replace(settings, **overrides) if overrides else settings
+
+    @property
+    def physician_server_list(self) -> list[str]:
+        """The registered physician FHIR bases, without blanks."""
+        return [b.strip().rstrip("/") for b in self.physician_servers.split(",") if b.strip()]
 
     @property
     def is_sqlite(self) -> bool:

@@ -119,6 +119,7 @@ def service_request(
     status: str = "active",
     authored: str = "2026-11-02",
     reason: str = "M54.2",
+    requester_npi: str = "1234567893",
 ) -> dict[str, Any]:
     return {
         "resourceType": "ServiceRequest",
@@ -139,7 +140,10 @@ def service_request(
         "code": {"coding": [{"system": CPT, "code": code}]},
         "subject": {"reference": f"Patient/{patient_id}"},
         "authoredOn": authored,
-        "requester": {"reference": f"Practitioner/{requester_id}"},
+        "requester": {
+            "reference": f"Practitioner/{requester_id}",
+            "identifier": {"system": "http://hl7.org/fhir/sid/us-npi", "value": requester_npi},
+        },
         "reasonCode": [{"coding": [{"system": ICD10, "code": reason}]}],
     }
 

@@ -8,12 +8,13 @@ application/fhir+json (application/json accepted); headers follow FHIR R4 http.h
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, g, request
+from flask import Blueprint, Response, current_app, g, request
 
 from fhir_bridge.api.http import fhir_response, http_date, negotiate, runtime
 from fhir_bridge.fhir.outcome import FhirError, error
 from fhir_bridge.services import fhir_writes
 from fhir_bridge.services.fhir_writes import DIRECT_TYPES, Inbound, WriteResult
+from fhir_bridge.services.referral_intake import IntakePolicy
 
 fhir_write = Blueprint("fhir_write", __name__, url_prefix="/fhir")
 
@@ -38,6 +39,18 @@ def _inbound() -> Inbound:
         path=request.path,
         content_type=request.content_type,
         request_id=g.get("request_id"),
+    )
+
+
+def intake_policy() -> IntakePolicy:
+    """Referral intake settings for this request (the value set, the clinic, now)."""
+    settings = runtime().settings
+    tables = current_app.extensions["fhir_bridge_tables"]
+    return IntakePolicy(
+        services=tables.referral_services,
+        clinic_name=settings.clinic_name,
+        clinic_npi=settings.clinic_npi,
+        clinic_system_base=settings.clinic_system_base,
     )
 
 
@@ -77,6 +90,7 @@ def create(resource_type: str) -> Response:
         resource_type,
         _inbound(),
         if_none_exist=request.headers.get("If-None-Exist"),
+        policy=intake_policy(),
     )
     return _written(result)
 
@@ -88,12 +102,21 @@ def update(resource_type: str, resource_id: str) -> Response:
     header = request.headers.get("If-Match")
     if_match = fhir_writes.parse_if_match(header) if header else None
     return _written(
-        fhir_writes.update(runtime(), resource_type, resource_id, inbound, if_match=if_match)
+        fhir_writes.update(
+            runtime(),
+            resource_type,
+            resource_id,
+            inbound,
+            if_match=if_match,
+            policy=intake_policy(),
+        )
     )
 
 
 @fhir_write.post("", strict_slashes=False)
 def bundle() -> Response:
     """A transaction (all or nothing) or batch (entry by entry) Bundle."""
-    body = fhir_writes.process_bundle(runtime(), _inbound(), prefer=prefer_return())
+    body = fhir_writes.process_bundle(
+        runtime(), _inbound(), prefer=prefer_return(), policy=intake_policy()
+    )
     return fhir_response(body)

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import base64
 from datetime import UTC, datetime
-from urllib.parse import urlencode
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from fhir_bridge.api.http import fhir_response, runtime
+from fhir_bridge.api.paging import decode_cursor, next_link, page_size, refuse_unknown
 from fhir_bridge.fhir.outcome import FhirError, error
 from fhir_bridge.records.errors import RecordInvalid, to_operation_outcome
 from fhir_bridge.records.openapi import openapi_spec
 from fhir_bridge.services import sessions as service
 
 sessions_api = Blueprint("sessions_api", __name__, url_prefix="/api/v1")
-DEFAULT_PAGE, MAX_PAGE = 50, 500
 
 
 def _tables():
@@ -72,40 +70,16 @@ def _since(raw: str | None) -> datetime | None:
     return value
 
 
-def _cursor(raw: str | None) -> int | None:
-    if not raw:
-        return None
-    try:
-        return int(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode())
-    except (ValueError, UnicodeDecodeError):
-        raise FhirError(
-            400, error("invalid", "The paging cursor is not valid", "_cursor")
-        ) from None
-
-
-def _count(raw: str | None) -> int:
-    if raw is None:
-        return DEFAULT_PAGE
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
-        raise FhirError(400, error("invalid", f"_count must be 1-{MAX_PAGE}", "_count"))
-    return int(raw)
-
-
 @sessions_api.get("/sessions")
 def search() -> Response:
     """Sessions, optionally of one patient (MRN) and since a date, paged with a cursor."""
-    known = {"patient", "since", "_count", "_cursor"}
-    unknown = sorted(set(request.args) - known)
-    if unknown:
-        raise FhirError(
-            400, error("not-supported", f"Unknown parameter(s): {', '.join(unknown)}", unknown[0])
-        )
-    limit = _count(request.args.get("_count"))
+    refuse_unknown(request.args, {"patient", "since", "_count", "_cursor"})
+    limit = page_size(request.args.get("_count"))
     rows = service.list_sessions(
         runtime(),
         patient_mrn=request.args.get("patient"),
         since=_since(request.args.get("since")),
-        after_pk=_cursor(request.args.get("_cursor")),
+        after_pk=decode_cursor(request.args.get("_cursor")),
         limit=limit + 1,
     )
     page = rows[:limit]
@@ -113,9 +87,7 @@ def search() -> Response:
         "sessions": [service.session_view(s, _tables(), _vocabulary()) for s in page],
     }
     if len(rows) > limit:
-        token = base64.urlsafe_b64encode(str(page[-1].pk).encode()).decode().rstrip("=")
-        args = {k: v for k, v in request.args.items() if k != "_cursor"}
-        body["next"] = f"/api/v1/sessions?{urlencode({**args, '_cursor': token})}"
+        body["next"] = next_link("/api/v1/sessions", request.args, page[-1].pk)
     return jsonify(body)
 
 

@@ -147,6 +147,8 @@ class MappingTables:
     body_sites: dict[str, BodySite]
     lateralities: dict[str, Laterality]
     measures: dict[str, Measure]
+    #: the services a prescription (inbound ServiceRequest.code) may order
+    referral_services: tuple[Code, ...] = ()
 
 
 class MappingError(ValueError):
@@ -179,6 +181,7 @@ def load_tables(folder: Path | None = None) -> MappingTables:
         body_sites=_load_vocabulary(folder, "body_sites", _body_site),
         lateralities=_load_vocabulary(folder, "lateralities", _laterality),
         measures=_load_measures(folder),
+        referral_services=_load_referral_services(folder),
     )
 
 
@@ -375,6 +378,23 @@ def _measure(
         higher_is_better=_bool(f["higher_is_better"], where.at("higher_is_better")),
         definition=_definition(f, where),
     )
+
+
+def _load_referral_services(folder: Path) -> tuple[Code, ...]:
+    """The value set of ``referral_services.yaml``: CPT codes, each listed once."""
+    data, where = _read_yaml(folder, "referral_services", "referral_services")
+    _fields(data, where, required={"referral_services"})
+
+    def build(_key: str, raw: Mapping[str, Any], here: _Where) -> Code:
+        return _code(raw, here, {CPT}, mapping=False)
+
+    services = _entries(data["referral_services"], where, build)
+    seen: dict[tuple[str, str], str] = {}
+    for key, code in services.items():
+        other = seen.setdefault((code.system, code.code), key)
+        if other != key:
+            raise where.at(key, "code").fail(f"{code.code} is already listed as {other}")
+    return tuple(services.values())
 
 
 def _named(

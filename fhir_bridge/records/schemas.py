@@ -20,18 +20,16 @@ returns; they exist for the OpenAPI document (``openapi.py``).
 from __future__ import annotations
 
 import re
-import threading
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from functools import cache
-from types import ModuleType
 from typing import Any
 
 from marshmallow import EXCLUDE, INCLUDE, Schema, ValidationError, fields, validate
 
 from fhir_bridge.fhir.npi import is_valid_npi
+from fhir_bridge.mapping.icd10cm import is_billable, is_known, subcodes
+from fhir_bridge.mapping.icd10cm import preload_icd10cm as preload_icd10cm  # app.py, bench
 from fhir_bridge.records.errors import Problem, RecordInvalid
 from fhir_bridge.records.model import (
     Assessment,
@@ -93,41 +91,17 @@ def _show(value: object) -> str:
 
 # --- ICD-10-CM ------------------------------------------------------------------------------
 
-_icd_lock = threading.Lock()
-
-
-@cache
-def _icd10cm() -> ModuleType:
-    """simple-icd-10-cm, imported on first use (it parses its XML table: ~3 s).
-
-    The package reads its data with the legacy ``importlib.resources.read_text`` and so warns
-    (DeprecationWarning) while importing; that warning is silenced for this import only.
-    """
-    with _icd_lock, warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import simple_icd_10_cm
-
-    return simple_icd_10_cm
-
-
-def preload_icd10cm() -> None:
-    """Load the ICD-10-CM table now (call at start-up so the first request does not pay for it)."""
-    _icd10cm()
-
 
 def icd10cm_problem(code: str) -> Msg | None:
     """Why ``code`` (dotted, upper case) is not a billable ICD-10-CM code, or None when it is.
 
-    Not date-of-service aware: simple-icd-10-cm 1.5.0 ships ONE table (CMS ICD-10-CM, April 2026
-    update of FY2026). Codes are added and deleted every 1 October (e.g. M54.5 became a header in
-    FY2022), so a session dated in another fiscal year is judged by this year's table. A
-    date-of-service aware check needs one CMS code file per fiscal year (``change_version``).
+    Not date-of-service aware: see ``fhir_bridge.mapping.icd10cm`` (one release of the CMS table,
+    that of simple-icd-10-cm 1.5.0), so a session dated in another fiscal year is judged by it.
     """
-    icd = _icd10cm()
-    if not icd.is_valid_item(code):
+    if not is_known(code):
         return Msg(f"{_show(code)} is not an ICD-10-CM code", "code-invalid")
-    if not icd.is_leaf(code):
-        children = tuple(icd.get_children(code))[:50]
+    if not is_billable(code):
+        children = subcodes(code)[:50]
         return Msg(
             f"{_show(code)} is not a billable ICD-10-CM code (a header: use one of its subcodes)",
             "code-invalid",

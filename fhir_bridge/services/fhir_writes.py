@@ -61,6 +61,14 @@ from fhir_bridge.fhir.transaction import (
     status_line,
 )
 from fhir_bridge.fhir.validation import validate_resource
+from fhir_bridge.services.referral_fetch import prefetch
+from fhir_bridge.services.referral_intake import (
+    IntakePolicy,
+    ReferralIntake,
+    focus_reference,
+    is_fulfil_task,
+    placer_claim,
+)
 from fhir_bridge.services.runtime import Runtime
 from fhir_bridge.store.db import write_session
 from fhir_bridge.store.errors import (
@@ -74,6 +82,16 @@ from fhir_bridge.store.search import Cursor, run_search
 
 CHANNEL = "fhir"
 DIRECT_TYPES = DIRECT_WRITE_TYPES
+#: types a referral Bundle's POST entries are matched on by identifier
+IDENTIFIED_TYPES = (
+    "Patient",
+    "Practitioner",
+    "PractitionerRole",
+    "Organization",
+    "Coverage",
+    "Condition",
+    "Task",
+)
 BUNDLE_TYPES = BUNDLE_WRITE_TYPES
 #: a transaction that lost a race (identifier claim, same id) runs again and converges
 MAX_ATTEMPTS = 3
@@ -100,6 +118,8 @@ class WriteResult:
 
     stored: StoredResource
     created: bool
+    #: warnings the write produced (a referral accepted with remarks)
+    issues: tuple[Issue, ...] = ()
 
     @property
     def status(self) -> int:
@@ -248,15 +268,24 @@ def _for_create(resource: dict[str, Any]) -> dict[str, Any]:
 
 
 def create(
-    runtime: Runtime, resource_type: str, inbound: Inbound, *, if_none_exist: str | None
+    runtime: Runtime,
+    resource_type: str,
+    inbound: Inbound,
+    *,
+    if_none_exist: str | None,
+    policy: IntakePolicy | None = None,
 ) -> WriteResult:
-    """POST [base]/[type] (optionally conditional); 201 created, or 200 with the one match."""
+    """POST [base]/[type] (optionally conditional); 201 created, or 200 with the one match.
+
+    With an intake ``policy``, a ServiceRequest or fulfil Task is taken in as a referral.
+    """
     resource = _resource_body(inbound.body, resource_type)
     query = None
     if if_none_exist is not None:
         query = conditional_query(resource_type, parse_query(if_none_exist), "If-None-Exist")
     _require_valid(resource, runtime.settings.fhir_base_url)
     claim = identity_claim(query) if query else None
+    fetched = prefetch(runtime, [(resource_type, resource)]) if policy else {}
 
     def work(store: ResourceStore) -> WriteResult:
         matches = find_matches(store.session, query) if query else []
@@ -265,6 +294,10 @@ def create(
         _keep(store, inbound)
         if matches:
             return WriteResult(matches[0], False)
+        if policy is not None and resource_type == "ServiceRequest":
+            return _receive_service_request(ReferralIntake(store, policy), resource)
+        if policy is not None and is_fulfil_task(resource):
+            return _receive_task(ReferralIntake(store, policy, fetched=fetched), resource, claim)
         try:
             stored = store.create(_for_create(resource), claim_identifiers=[claim] if claim else [])
         except DuplicateIdentifier as exc:
@@ -274,6 +307,52 @@ def create(
     return _with_retry(runtime, work, resource_type)
 
 
+def _receive_service_request(
+    intake: ReferralIntake, resource: dict[str, Any], root: str = "ServiceRequest"
+) -> WriteResult:
+    warnings = intake.check(resource, root)
+    stored, created = intake.store_service_request(resource)
+    intake.register(stored, warnings=warnings)
+    return WriteResult(stored, created, tuple(warnings))
+
+
+def _receive_task(
+    intake: ReferralIntake,
+    resource: dict[str, Any],
+    claim: tuple[str, str] | None,
+    root: str = "Task",
+) -> WriteResult:
+    """A fulfil Task: its focus must be a referral on file or fetched from a physician server."""
+    focus = focus_reference(resource)
+    warnings: list[Issue] = []
+    if focus is not None and focus in intake.fetched:
+        sr = intake.fetched[focus]
+        warnings = intake.check(sr, f"{root}.focus.resolve()")
+        intake.store_service_request(sr)
+    sr_stored = intake.service_request_for(focus) if focus else None
+    if sr_stored is None:
+        raise FhirError(
+            422,
+            error(
+                "not-found",
+                "The Task's focus must be a ServiceRequest on file, in the same Bundle, or on a "
+                "registered physician server",
+                f"{root}.focus",
+            ),
+        )
+    tracked = intake.tracker(sr_stored)
+    if not intake.supersedable(tracked):
+        assert tracked is not None
+        return WriteResult(tracked, False, tuple(warnings))  # the first fulfil Task tracks
+    claims = [claim] if claim else []
+    try:
+        stored = intake.store.create(_for_create(resource), claim_identifiers=claims)
+    except DuplicateIdentifier as exc:
+        return WriteResult(exc.existing, False, tuple(warnings))
+    intake.track(sr_stored, stored, warnings)
+    return WriteResult(stored, True, tuple(warnings))
+
+
 def update(
     runtime: Runtime,
     resource_type: str,
@@ -281,8 +360,13 @@ def update(
     inbound: Inbound,
     *,
     if_match: int | None,
+    policy: IntakePolicy | None = None,
 ) -> WriteResult:
-    """PUT [base]/[type]/[id]: 200 updated, 201 created (update as create), 412 when stale."""
+    """PUT [base]/[type]/[id]: 200 updated, 201 created (update as create), 412 when stale.
+
+    With an intake ``policy``, a ServiceRequest is checked and kept as a referral, and a Task
+    that tracks a referral updates the inbox's status.
+    """
     resource = _resource_body(inbound.body, resource_type)
     if resource.get("id") != resource_id:
         raise FhirError(
@@ -293,17 +377,28 @@ def update(
 
     def work(store: ResourceStore) -> WriteResult:
         _keep(store, inbound)
-        stored, created = _put(store, resource, if_match, "If-Match")
-        return WriteResult(stored, created)
+        intake = ReferralIntake(store, policy) if policy is not None else None
+        warnings = intake.check(resource) if intake and resource_type == "ServiceRequest" else []
+        claim = placer_claim(resource) if intake and resource_type == "ServiceRequest" else None
+        stored, created = _put(store, resource, if_match, "If-Match", [claim] if claim else [])
+        if intake is not None and resource_type == "ServiceRequest":
+            intake.register(stored, warnings=warnings)
+        elif intake is not None and resource_type == "Task":
+            intake.task_changed(stored)
+        return WriteResult(stored, created, tuple(warnings))
 
     return _with_retry(runtime, work, resource_type)
 
 
 def _put(
-    store: ResourceStore, resource: dict[str, Any], if_match: int | None, expression: str
+    store: ResourceStore,
+    resource: dict[str, Any],
+    if_match: int | None,
+    expression: str,
+    claims: Sequence[tuple[str, str]] = (),
 ) -> tuple[StoredResource, bool]:
     try:
-        return store.update(resource, expected_version=if_match)
+        return store.update(resource, expected_version=if_match, claim_identifiers=claims)
     except VersionConflict as exc:
         raise _relocated(exc, expression) from None
     except ResourceNotFound:
@@ -349,6 +444,8 @@ class _Run:
     claims: dict[int, tuple[str, str]] = field(default_factory=dict)
     bodies: dict[int, dict[str, Any]] = field(default_factory=dict)
     results: dict[int, WriteResult] = field(default_factory=dict)
+    #: POST entries that are a new version of a resource on file (a referral re-sent)
+    upserts: set[int] = field(default_factory=set)
 
 
 def _bad(status: int, code: str, diagnostics: str, expression: str) -> FhirError:
@@ -439,10 +536,18 @@ def _plan_write(
     )
 
 
-def _resolve_ids(store: ResourceStore, ops: Sequence[_Op], run: _Run) -> None:
+def _resolve_ids(
+    store: ResourceStore, ops: Sequence[_Op], run: _Run, intake: ReferralIntake | None
+) -> None:
     """Which resource each write entry targets: a match of its condition, its id, or a new id."""
     for op in ops:
         if op.method == "POST":
+            if (
+                intake is not None
+                and op.if_none_exist is None
+                and _identify(store, op, run, intake)
+            ):
+                continue
             if op.if_none_exist is not None:
                 matches = find_matches(store.session, op.if_none_exist)
                 if len(matches) > 1:
@@ -459,6 +564,95 @@ def _resolve_ids(store: ResourceStore, ops: Sequence[_Op], run: _Run) -> None:
             run.ids[op.index] = _put_target(store, op)
         else:
             run.ids[op.index] = str(op.url.resource_id)
+    if intake is not None:
+        _match_resent_links(store, ops, run)
+        _match_resent_tasks(store, ops, run, intake)
+
+
+def _match_resent_links(store: ResourceStore, ops: Sequence[_Op], run: _Run) -> None:
+    """A re-sent referral's entries without identifiers (a Condition, say) are the resources
+    the referral on file links to at the same place (``reasonReference[0]``): no duplicates."""
+    by_full_url = {op.full_url: op for op in ops if op.full_url and op.method == "POST"}
+    for op in ops:
+        if op.index not in run.upserts or op.resource is None:
+            continue
+        on_file = store.get(op.rtype, run.ids[op.index])
+        if on_file is None:
+            continue
+        previous = dict(iter_references(on_file.resource))
+        for path, value in iter_references(op.resource):
+            target = by_full_url.get(value)
+            if target is None or target.index in run.existing or target.index in run.upserts:
+                continue
+            old_type, _, old_id = previous.get(path, "").partition("/")
+            found = store.get(old_type, old_id) if old_type == target.rtype and old_id else None
+            if found is not None:
+                run.existing[target.index] = found
+                run.ids[target.index] = found.resource_id
+                run.claims.pop(target.index, None)
+
+
+def _match_resent_tasks(
+    store: ResourceStore, ops: Sequence[_Op], run: _Run, intake: ReferralIntake
+) -> None:
+    """A re-sent referral Bundle's fulfil Task (no identifier to match on) is the Task that
+    already tracks its ServiceRequest, when that one is the EHR's: no second Task."""
+    by_full_url = {op.full_url: op for op in ops if op.full_url}
+    for op in ops:
+        if op.method != "POST" or op.rtype != "Task" or op.index in run.existing:
+            continue
+        assert op.resource is not None
+        sr_op = by_full_url.get(focus_reference(op.resource))
+        if sr_op is None or sr_op.index not in run.upserts:
+            continue
+        sr = store.get("ServiceRequest", run.ids[sr_op.index])
+        tracked = intake.tracker(sr) if sr is not None else None
+        if tracked is not None and not intake.is_ours(tracked.resource):
+            run.existing[op.index] = tracked
+            run.ids[op.index] = tracked.resource_id
+            run.claims.pop(op.index, None)
+
+
+def _identify(store: ResourceStore, op: _Op, run: _Run, intake: ReferralIntake) -> bool:
+    """Referral Bundles: match a POST entry on its business identifier (no duplicates on retry).
+
+    A ServiceRequest with a placer identifier on file becomes its new version; a Patient (or
+    Practitioner, Organization, ...) whose identifier matches exactly one resource on file is
+    that resource. Otherwise the identifier is claimed, so a concurrent twin converges. True
+    when the entry's target was decided here.
+    """
+    assert op.resource is not None
+    if op.rtype == "ServiceRequest":
+        claim = placer_claim(op.resource)
+        if claim is None:
+            return False
+        existing = intake.existing(op.resource)
+        if existing is not None:
+            run.ids[op.index] = existing.resource_id
+            run.upserts.add(op.index)
+            return True
+        run.claims[op.index] = claim
+        run.ids[op.index] = str(uuid4())
+        return True
+    if op.rtype not in IDENTIFIED_TYPES:
+        return False
+    idents = [
+        (i["system"], i["value"])
+        for i in op.resource.get("identifier") or []
+        if isinstance(i, dict)
+        and isinstance(i.get("system"), str)
+        and isinstance(i.get("value"), str)
+    ]
+    for system, value in idents:
+        found = store.search_by_identifier(op.rtype, system, value)
+        if len(found) == 1:
+            run.existing[op.index] = found[0]
+            run.ids[op.index] = found[0].resource_id
+            return True
+    if idents:
+        run.claims[op.index] = idents[0]
+    run.ids[op.index] = str(uuid4())
+    return True
 
 
 def _put_target(store: ResourceStore, op: _Op) -> str:
@@ -574,6 +768,9 @@ def _write(store: ResourceStore, op: _Op, run: _Run) -> WriteResult:
     if op.index in run.existing:
         return WriteResult(run.existing[op.index], False)
     body = run.bodies[op.index]
+    if op.index in run.upserts:
+        stored, _ = store.update({**body, "id": run.ids[op.index]})
+        return WriteResult(stored, False)
     if op.method == "POST":
         claim = run.claims.get(op.index)
         stored = store.create(
@@ -588,11 +785,18 @@ def _write(store: ResourceStore, op: _Op, run: _Run) -> WriteResult:
     return WriteResult(stored, created)
 
 
-def _execute(store: ResourceStore, ops: Sequence[_Op]) -> dict[int, WriteResult]:
-    """Resolve, rewrite and write ``ops`` in FHIR processing order, in the caller's transaction."""
+def _execute(
+    store: ResourceStore, ops: Sequence[_Op], intake: ReferralIntake | None = None
+) -> dict[int, WriteResult]:
+    """Resolve, rewrite and write ``ops`` in FHIR processing order, in the caller's transaction.
+
+    With ``intake`` (a Bundle carrying a referral), entries are matched on their business
+    identifiers and the referral is taken in after the writes (its rules may still refuse
+    the whole transaction).
+    """
     ordered = [ops[i] for i in processing_order([op.method for op in ops])]
     run = _Run()
-    _resolve_ids(store, ordered, run)
+    _resolve_ids(store, ordered, run, intake)
     _check_overlap(ordered, run)
     mapping = _reference_map(store, ordered, run)
     for op in ordered:
@@ -600,7 +804,51 @@ def _execute(store: ResourceStore, ops: Sequence[_Op]) -> dict[int, WriteResult]
             run.bodies[op.index] = rewrite_references(op.resource, mapping)
     for op in ordered:
         run.results[op.index] = _write(store, op, run)
+    if intake is not None:
+        _take_in_referrals(intake, ordered, run)
     return run.results
+
+
+def _take_in_referrals(intake: ReferralIntake, ops: Sequence[_Op], run: _Run) -> None:
+    """Check and register each referral ServiceRequest written, and link fulfil Tasks."""
+    tasks = {
+        focus_reference(run.bodies[op.index]): op
+        for op in ops
+        if op.rtype == "Task" and op.resource is not None and is_fulfil_task(op.resource)
+    }
+    for op in ops:
+        if op.rtype != "ServiceRequest" or op.resource is None:
+            continue
+        result = run.results[op.index]
+        stored = result.stored
+        warnings = intake.check(stored.resource, entry_path(op.index, "ServiceRequest"))
+        task_op = tasks.pop(stored.reference, None)
+        task = run.results[task_op.index].stored if task_op is not None else None
+        if task is not None and intake.supersedable(intake.tracker(stored)):
+            intake.track(stored, task, warnings)
+        else:
+            intake.register(stored, warnings=warnings)
+        run.results[op.index] = replace(result, issues=tuple(warnings))
+    for focus, op in tasks.items():
+        root = entry_path(op.index, "Task")
+        if focus is None:
+            raise _bad(422, "required", "A fulfil Task needs a focus", f"{root}.focus")
+        warnings: list[Issue] = []
+        if focus in intake.fetched:
+            warnings = intake.check(intake.fetched[focus], f"{root}.focus.resolve()")
+            intake.store_service_request(intake.fetched[focus])
+        sr = intake.service_request_for(focus)
+        if sr is None:
+            raise _bad(
+                422,
+                "not-found",
+                "The Task's focus must be a ServiceRequest on file, in the same Bundle, or on a "
+                "registered physician server",
+                f"{root}.focus",
+            )
+        if intake.supersedable(intake.tracker(sr)):
+            intake.track(sr, run.results[op.index].stored, warnings)
+        run.results[op.index] = replace(run.results[op.index], issues=tuple(warnings))
 
 
 def _response_entry(result: WriteResult, base: str, prefer: str) -> dict[str, Any]:
@@ -616,6 +864,8 @@ def _response_entry(result: WriteResult, base: str, prefer: str) -> dict[str, An
         entry["resource"] = orjson.Fragment(stored.content)
     elif prefer == "OperationOutcome":
         response["outcome"] = informational(result)
+    if result.issues and "outcome" not in response:
+        response["outcome"] = operation_outcome(result.issues)
     entry["response"] = response
     return entry
 
@@ -634,11 +884,16 @@ def informational(result: WriteResult) -> dict[str, Any]:
     stored = result.stored
     verb = "Created" if result.created else "Stored"
     text = f"{verb} {stored.reference} version {stored.version_id}"
-    return operation_outcome([Issue("information", "informational", text)])
+    return operation_outcome([Issue("information", "informational", text), *result.issues])
 
 
-def process_bundle(runtime: Runtime, inbound: Inbound, *, prefer: str) -> dict[str, Any]:
-    """POST [base] with a transaction or batch Bundle; the response Bundle."""
+def process_bundle(
+    runtime: Runtime, inbound: Inbound, *, prefer: str, policy: IntakePolicy | None = None
+) -> dict[str, Any]:
+    """POST [base] with a transaction or batch Bundle; the response Bundle.
+
+    With an intake ``policy``, referral ServiceRequests and fulfil Tasks are taken in.
+    """
     bundle = parse_json(inbound.body)
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise _bad(400, "invalid", "POST [base] takes a transaction or batch Bundle", "Bundle")
@@ -649,8 +904,29 @@ def process_bundle(runtime: Runtime, inbound: Inbound, *, prefer: str) -> dict[s
     problems = _errors(validate_resource(bundle, base=base))
     entries = bundle.get("entry") or []
     if kind == "transaction":
-        return _transaction(runtime, inbound, entries, problems, base, prefer)
-    return _batch(runtime, inbound, entries, problems, base, prefer)
+        return _transaction(runtime, inbound, entries, problems, base, prefer, policy)
+    return _batch(runtime, inbound, entries, problems, base, prefer, policy)
+
+
+def _carries_referral(ops: Sequence[_Op]) -> bool:
+    return any(
+        op.resource is not None
+        and (op.rtype == "ServiceRequest" or (op.rtype == "Task" and is_fulfil_task(op.resource)))
+        for op in ops
+    )
+
+
+def _intake_for(
+    runtime: Runtime, ops: Sequence[_Op], policy: IntakePolicy | None
+) -> Callable[[ResourceStore], ReferralIntake | None]:
+    """Prefetch what the Bundle's Tasks point at; then a factory of the intake per attempt."""
+    if policy is None or not _carries_referral(ops):
+        return lambda store: None
+    fetched = prefetch(
+        runtime,
+        [(entry_path(op.index, op.rtype), op.resource) for op in ops if op.resource is not None],
+    )
+    return lambda store: ReferralIntake(store, policy, fetched=fetched)
 
 
 def _transaction(
@@ -660,15 +936,17 @@ def _transaction(
     problems: list[Issue],
     base: str,
     prefer: str,
+    policy: IntakePolicy | None = None,
 ) -> dict[str, Any]:
     """All or nothing: any failing entry rolls back every write and the inbound payload."""
     ops = [_plan(i, entry, base) for i, entry in enumerate(entries)]
     if problems:
         raise FhirError(422, problems)
+    intake_for = _intake_for(runtime, ops, policy)
 
     def work(store: ResourceStore) -> dict[int, WriteResult]:
         _keep(store, inbound)
-        return _execute(store, ops)
+        return _execute(store, ops, intake_for(store))
 
     results = _with_retry(runtime, work)
     return {
@@ -691,6 +969,7 @@ def _batch(
     problems: list[Issue],
     base: str,
     prefer: str,
+    policy: IntakePolicy | None = None,
 ) -> dict[str, Any]:
     """Each entry on its own (its own transaction); failures become per-entry outcomes."""
     general = [p for p in problems if not p.expression or entry_index(p.expression[0]) is None]
@@ -708,7 +987,13 @@ def _batch(
             op = _plan(i, entries[i], base)
             if i in by_entry:
                 raise FhirError(422, by_entry[i])
-            result = _with_retry(runtime, lambda store, op=op: _execute(store, [op])[op.index])
+            intake_for = _intake_for(runtime, [op], policy)
+            result = _with_retry(
+                runtime,
+                lambda store, op=op, intake_for=intake_for: _execute(
+                    store, [op], intake_for(store)
+                )[op.index],
+            )
             out[i] = _response_entry(result, base, prefer)
         except FhirError as exc:
             out[i] = _failed_entry(exc)

@@ -20,14 +20,16 @@ from fhir_bridge.fhir.outcome import FhirError, error
 from fhir_bridge.fhir.validation import validate_resource
 from fhir_bridge.mapping.clinical import billing_lines, goal_identifier_for
 from fhir_bridge.mapping.context import ClinicIdentity, ReferralContext, SessionContext, new_ids
-from fhir_bridge.mapping.session import MappedSession, map_session
+from fhir_bridge.mapping.session import Flag, MappedSession, map_session
 from fhir_bridge.mapping.tables import MappingTables
 from fhir_bridge.records.model import SessionRecord
 from fhir_bridge.records.schemas import load_session
 from fhir_bridge.records.vocabulary import Vocabulary
+from fhir_bridge.services.referral_progress import PROGRESS_FLAGS, ReferralProgress
 from fhir_bridge.services.runtime import Runtime
 from fhir_bridge.store.db import read_session, write_session
 from fhir_bridge.store.errors import DuplicateIdentifier
+from fhir_bridge.store.outbox import OutboxWriter
 from fhir_bridge.store.repository import ResourceStore, StoredResource
 from fhir_bridge.store.sessions import SessionStore, StoredSession
 
@@ -147,6 +149,7 @@ def _submit(
     if previous is not None:
         _retract_dropped(store, previous, {(r["resourceType"], r["id"]) for r in mapped.resources})
     now = datetime.now(UTC).replace(tzinfo=None)
+    flags = [*mapped.flags, *_follow_up(store, ctx, written, record, now, previous)]
     created = sessions.save(
         session_id=record.session_id,
         status=record.status,
@@ -159,11 +162,53 @@ def _submit(
             {"resourceType": s.resource_type, "id": s.resource_id, "versionId": s.version_id}
             for s in written
         ],
-        flags=[{"code": f.code, "message": f.message} for f in mapped.flags],
+        flags=[{"code": f.code, "message": f.message} for f in flags],
     )
     stored = sessions.get(record.session_id)
     assert stored is not None
     return SessionOutcome(created=created, session=stored)
+
+
+def _follow_up(
+    store: ResourceStore,
+    ctx: SessionContext,
+    written: list[StoredResource],
+    record: SessionRecord,
+    now: datetime,
+    previous: StoredSession | None,
+) -> list[Flag]:
+    """The visit's consequences in the same transaction: referral progress and outbox event.
+
+    A replay that changed nothing (same Procedure version) repeats nothing: no event, no
+    progress; the flags already on file stand.
+    """
+    procedure = next((w for w in written if w.resource_type == "Procedure"), None)
+    if procedure is None:
+        return []
+    if (
+        previous is not None
+        and {
+            "resourceType": "Procedure",
+            "id": procedure.resource_id,
+            "versionId": procedure.version_id,
+        }
+        in previous.resources
+    ):
+        return [
+            Flag(f["code"], f["message"]) for f in previous.flags if f["code"] in PROGRESS_FLAGS
+        ]
+    OutboxWriter(store.session).emit(
+        "session.documented",
+        procedure,
+        at=now,
+        patient_id=ctx.patient_id,
+        detail={"status": record.status},
+    )
+    if ctx.referral is None:
+        return []
+    return ReferralProgress(store, now).visit(
+        ctx.referral.service_request_id, procedure, visit_date=record.started_at.date()
+    )
 
 
 def _first(found: list[StoredResource]) -> StoredResource | None:

@@ -7,11 +7,12 @@ sequence. Index rows belong to a version and are never updated, so a search can 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -205,3 +206,63 @@ class ClinicSession(Base):
     resources: Mapped[str] = mapped_column(Text)
     #: JSON list of {code, message}
     flags: Mapped[str] = mapped_column(Text)
+
+
+class Referral(Base):
+    """A physician's referral as the clinic works it: the inbox row of one ServiceRequest.
+
+    The FHIR resources (ServiceRequest, Task) are the record; this row is their projection for
+    the inbox (filters, visit counts) and is written in the same transaction as they are.
+    """
+
+    __tablename__ = "referral"
+    __table_args__ = (
+        UniqueConstraint("service_request_id"),
+        UniqueConstraint("placer_system", "placer_value"),
+        Index(None, "status", "pk"),
+        Index(None, "patient_id", "pk"),
+        Index(None, "requester_npi", "pk"),
+    )
+
+    pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    service_request_id: Mapped[str] = mapped_column(String(64))
+    task_id: Mapped[str] = mapped_column(String(64), index=True)
+    placer_system: Mapped[str] = mapped_column(String(512))
+    placer_value: Mapped[str] = mapped_column(String(512))
+    #: the Task's status: requested, accepted, rejected, in-progress, completed, ...
+    status: Mapped[str] = mapped_column(String(32))
+    patient_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: how the patient was found: reference (named by the EHR), identifier (matched) or created
+    patient_match: Mapped[str] = mapped_column(String(16))
+    requester_reference: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    requester_npi: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    authored_on: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    visits_prescribed: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    frequency: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    expires_on: Mapped[date | None] = mapped_column(Date, nullable=True)
+    visits_used: Mapped[int] = mapped_column(Integer, default=0)
+    #: JSON list of {severity, code, expression, diagnostics}: what intake reported
+    warnings: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class OutboxEvent(Base):
+    """Something a partner must hear about, written in the transaction of the change itself.
+
+    The delivery worker consumes these rows (in ``pk`` order per patient); an event names the
+    changed resource version and carries no PHI beyond ids.
+    """
+
+    __tablename__ = "outbox_event"
+    __table_args__ = (Index(None, "patient_id", "pk"),)
+
+    pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    event_type: Mapped[str] = mapped_column(String(64))
+    resource_type: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[str] = mapped_column(String(64))
+    version_id: Mapped[int] = mapped_column(Integer)
+    patient_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: JSON object: event details (ids and references only)
+    detail: Mapped[str] = mapped_column(Text)

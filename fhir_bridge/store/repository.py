@@ -211,6 +211,28 @@ class ResourceStore:
         ).scalars()
         return [_stored(r) for r in rows]
 
+    def search_references(
+        self, resource_type: str, param: str, reference: str
+    ) -> list[StoredResource]:
+        """Live resources of a type whose ``param`` references ``Type/id`` (current versions)."""
+        target_type, _, target_id = reference.partition("/")
+        match = select(SearchReference.version_pk).where(
+            SearchReference.resource_type == resource_type,
+            SearchReference.param == param,
+            SearchReference.target_type == target_type,
+            SearchReference.target_id == target_id,
+        )
+        rows = self.session.execute(
+            select(ResourceVersion)
+            .where(
+                ResourceVersion.pk.in_(match),
+                ResourceVersion.superseded_by.is_(None),
+                ResourceVersion.deleted.is_(False),
+            )
+            .order_by(ResourceVersion.pk)
+        ).scalars()
+        return [_stored(r) for r in rows]
+
     # ---------------------------------------------------------------- writes
     def create(
         self,

@@ -162,6 +162,14 @@ def test_every_standard_code_has_a_source(tables: MappingTables) -> None:
     assert all(m.unit.source for m in tables.measures.values())
 
 
+def test_referral_services_follow_domain_reference(tables: MappingTables) -> None:
+    """The prescription value set: verified CPT codes only (domain reference 5.2)."""
+    codes = [(c.system, c.code) for c in tables.referral_services]
+    cpt = "http://www.ama-assn.org/go/cpt"
+    assert codes == [(cpt, "97124"), (cpt, "97140"), (cpt, "97110")]
+    assert all(c.source.startswith(("http://", "https://")) for c in tables.referral_services)
+
+
 def test_systems(tables: MappingTables) -> None:
     s = tables.systems
     assert s.canonical_base == "http://fhir-bridge.org/fhir"
@@ -322,6 +330,34 @@ def test_code_system_url_under_canonical_base(folder: Path) -> None:
         "measure: http://other.org/CodeSystem/",
     )
     _fails(folder, "mappings/systems.yaml: code_systems: measure: ")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        (
+            'code: "97110"',
+            'code: "97140"',
+            "mappings/referral_services.yaml: therapeutic_exercise: code: "
+            "97140 is already listed as manual_therapy",
+        ),
+        (
+            '    system: http://www.ama-assn.org/go/cpt\n    code: "97140"',
+            '    system: http://snomed.info/sct\n    code: "97140"',
+            "mappings/referral_services.yaml: manual_therapy: system: "
+            "expected http://www.ama-assn.org/go/cpt, got http://snomed.info/sct",
+        ),
+        (
+            'code: "97124"',
+            "code: 97124",
+            "mappings/referral_services.yaml: massage_therapy: code: code 97124 must be text: "
+            "quote it",
+        ),
+    ],
+)
+def test_broken_referral_services(folder: Path, old: str, new: str, message: str) -> None:
+    _edit(folder, "referral_services.yaml", old, new)
+    assert _fails(folder) == message
 
 
 def test_missing_file(folder: Path) -> None:

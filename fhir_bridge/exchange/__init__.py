@@ -1,0 +1,1 @@
+"""Outbound: talking to partners' FHIR servers."""
