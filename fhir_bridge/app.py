@@ -8,6 +8,7 @@ from pathlib import Path
 
 from flask import Flask, Response, g, request
 
+from fhir_bridge.fhir.outcome import FhirError, error
 from fhir_bridge.logs import configure_logging, new_request_id, request_id_var
 from fhir_bridge.mapping.tables import MappingTables, load_tables
 from fhir_bridge.records.schemas import preload_icd10cm
@@ -59,12 +60,20 @@ def load_configured_tables(settings: Settings) -> MappingTables:
     return load_tables(Path(settings.mappings_dir) if settings.mappings_dir else None)
 
 
+def _refuse_nul_in_url() -> None:
+    """A NUL character is never a valid id or search value (and PostgreSQL text cannot hold it)."""
+    args = request.args.items(multi=True)
+    if "\x00" in request.path or any("\x00" in k or "\x00" in v for k, v in args):
+        raise FhirError(400, error("invalid", "The request URL contains a NUL character", "url"))
+
+
 def _register_request_ids(app: Flask) -> None:
     @app.before_request
     def _start() -> None:
         g.request_id = new_request_id(request.headers.get("X-Request-ID"))
         g.started = time.perf_counter()
         request_id_var.set(g.request_id)
+        _refuse_nul_in_url()
 
     @app.after_request
     def _finish(response: Response) -> Response:

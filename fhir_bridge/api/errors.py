@@ -42,18 +42,20 @@ def handle_http_exception(exc: HTTPException) -> Response:
     """Routing and protocol errors (404, 405, 413 ...) as OperationOutcome, never HTML."""
     status = exc.code or 500
     code = _HTTP_ISSUE_CODES.get(status, "exception")
+    # what is wrong is the request line or a header, not a resource element: name that
+    expression: str | None = None
     if status == 404:
-        message = f"No FHIR endpoint at {request.path}"
+        message, expression = f"No FHIR endpoint at {request.path}", "url"
     elif status == 405:
-        message = f"{request.method} is not supported on {request.path}"
+        message, expression = f"{request.method} is not supported on {request.path}", "method"
     elif status == 413:
-        message = "Request body is larger than the bridge accepts"
+        message, expression = "Request body is larger than the bridge accepts", "Content-Length"
     else:
         message = exc.description or exc.name
     headers = {}
     if status == 405 and getattr(exc, "valid_methods", None):
         headers["Allow"] = ", ".join(sorted(exc.valid_methods))
-    return _outcome(status, [error(code, message)], headers)
+    return _outcome(status, [error(code, message, *([expression] if expression else []))], headers)
 
 
 def handle_unexpected(exc: Exception) -> Response:

@@ -230,12 +230,40 @@ class _Collector:
         self.strings: dict[tuple[str, str, str], None] = {}
 
     def entries(self) -> IndexEntries:
+        """The entries, fitted to the index columns (see ``TOKEN_MAX`` and friends)."""
         return IndexEntries(
-            tokens=tuple(TokenEntry(*t) for t in self.tokens),
-            references=tuple(ReferenceEntry(*r) for r in self.references),
+            tokens=tuple(TokenEntry(*t) for t in self.tokens if _token_fits(t)),
+            references=tuple(
+                ReferenceEntry(*_fit_reference(r))
+                for r in self.references
+                if len(r[3]) <= REFERENCE_MAX
+            ),
             dates=tuple(DateEntry(*d) for d in self.dates),
-            strings=tuple(StringEntry(*s) for s in self.strings),
+            strings=tuple(
+                StringEntry(name, norm[:STRING_MAX], exact[:STRING_MAX])
+                for name, norm, exact in self.strings
+            ),
         )
+
+
+#: Column sizes of the index tables. A token system or code longer than TOKEN_MAX, or a
+#: reference longer than REFERENCE_MAX, is not indexed (such a value cannot be searched for);
+#: strings are indexed by their first STRING_MAX characters (prefix search still works).
+TOKEN_MAX, REFERENCE_MAX, STRING_MAX, ID_MAX = 512, 1024, 1024, 64
+
+
+def _token_fits(entry: tuple[str, str | None, str | None, str | None]) -> bool:
+    _, system, code, _ = entry
+    return (system is None or len(system) <= TOKEN_MAX) and (code is None or len(code) <= TOKEN_MAX)
+
+
+def _fit_reference(
+    entry: tuple[str, str | None, str | None, str],
+) -> tuple[str, str | None, str | None, str]:
+    name, target_type, target_id, reference = entry
+    if (target_type and len(target_type) > ID_MAX) or (target_id and len(target_id) > ID_MAX):
+        return name, None, None, reference
+    return entry
 
 
 def _collect_token(out: _Collector, param: SearchParam, value: Any) -> None:

@@ -388,6 +388,8 @@ def _walk_object(
         if kind is str and rel is None and key != "id":
             if not value.strip():  # the common case, kept inline: a plain string
                 w.add("value", (path, key), _EMPTY_STRING)
+            elif _CONTROL.search(value):
+                w.add("value", (path, key), _CONTROL_TEXT)
             continue
         if kind in _SCALARS or (rel == "" and key == "resourceType"):
             continue
@@ -411,6 +413,9 @@ def _walk_object(
 
 
 _EMPTY_STRING = "empty or whitespace-only string is not allowed"
+#: FHIR R4 strings: no characters below U+0020 except tab, carriage return and line feed
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+_CONTROL_TEXT = "control characters (below U+0020, other than tab, CR and LF) are not allowed"
 _SCALARS = frozenset({bool, int, float, Decimal})
 
 
@@ -468,6 +473,8 @@ def _check_string(
 ) -> None:
     if not value.strip():
         w.add("value", path, _EMPTY_STRING)
+    elif _CONTROL.search(value):
+        w.add("value", path, _CONTROL_TEXT)
     elif key == "id" and not ID_RE.fullmatch(value):
         w.add("value", path, "an id is 1-64 characters of A-Z, a-z, 0-9, '-' and '.'")
     elif rel is not None:

@@ -9,6 +9,11 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
 from fhir_bridge.records.errors import Problem, to_operation_outcome
+from fhir_bridge.records.referral_schemas import (
+    DeclineSchema,
+    ReferralListSchema,
+    ReferralViewSchema,
+)
 from fhir_bridge.records.schemas import SessionListSchema, SessionSchema, SessionViewSchema
 from fhir_bridge.records.vocabulary import Vocabulary
 
@@ -286,6 +291,71 @@ def _search_operation() -> dict[str, Any]:
     }
 
 
+def _referral_operations() -> dict[str, dict[str, Any]]:
+    """The referral inbox paths."""
+    view = {JSON: {"schema": "ReferralView"}}
+    path_id = {"in": "path", "name": "id", "required": True, "schema": {"type": "string"}}
+    actions = {}
+    for action, summary in (
+        ("accept", "Accept a referral (requested -> accepted)"),
+        ("decline", "Decline a referral with a reason (requested -> rejected)"),
+        ("complete", "Complete a referral (accepted | in-progress -> completed)"),
+    ):
+        operation: dict[str, Any] = {
+            "summary": summary,
+            "operationId": f"{action}Referral",
+            "tags": ["referrals"],
+            "parameters": [path_id],
+            "responses": {
+                "200": {"description": "The referral after the action.", "content": view},
+                "404": _outcome("No referral with that id."),
+                "409": _outcome("The referral's state does not allow it; says what does."),
+            },
+        }
+        if action == "decline":
+            operation["requestBody"] = {"required": True, "content": {JSON: {"schema": "Decline"}}}
+            operation["responses"]["422"] = _outcome("No reason given.")
+        actions[f"/api/v1/referrals/{{id}}/{action}"] = {"post": operation}
+    return {
+        "/api/v1/referrals": {
+            "get": {
+                "summary": "The referral inbox (arrival order, cursor paging)",
+                "operationId": "listReferrals",
+                "tags": ["referrals"],
+                "parameters": [
+                    _query("status", "The tracking Task's status.", {"type": "string"}),
+                    _query("patient", "Patient id (or Patient/<id>).", {"type": "string"}),
+                    _query("requester", "NPI or Practitioner/<id>.", {"type": "string"}),
+                    _query("_cursor", "From the previous page's next link.", {"type": "string"}),
+                    _query(
+                        "_count", "Page size.", {"type": "integer", "minimum": 1, "maximum": 500}
+                    ),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "One page.",
+                        "content": {JSON: {"schema": "ReferralList"}},
+                    },
+                    "400": _outcome("An unknown parameter, or a bad requester, _count or _cursor."),
+                },
+            }
+        },
+        "/api/v1/referrals/{id}": {
+            "get": {
+                "summary": "One referral",
+                "operationId": "readReferral",
+                "tags": ["referrals"],
+                "parameters": [path_id],
+                "responses": {
+                    "200": {"description": "The referral.", "content": view},
+                    "404": _outcome("No referral with that id."),
+                },
+            }
+        },
+        **actions,
+    }
+
+
 def _vocabulary_enums(schemas: dict[str, Any], vocabulary: Vocabulary) -> None:
     """List the vocabulary keys (from mappings/) as enums of the record's fields."""
     enums = {
@@ -302,7 +372,7 @@ def _vocabulary_enums(schemas: dict[str, Any], vocabulary: Vocabulary) -> None:
 
 
 def openapi_spec(*, server_url: str, vocabulary: Vocabulary | None = None) -> dict[str, Any]:
-    """The OpenAPI 3.0.3 document (a dict) of ``/api/v1/sessions``.
+    """The OpenAPI 3.0.3 document (a dict) of ``/api/v1`` (sessions and referrals).
 
     With ``vocabulary``, the technique, body-site, laterality and measure fields list the keys
     known to ``mappings/`` as enums.
@@ -329,6 +399,12 @@ def openapi_spec(*, server_url: str, vocabulary: Vocabulary | None = None) -> di
         operations={"post": _submit_operation(), "get": _search_operation()},
     )
     spec.path(path="/api/v1/sessions/{session_id}", operations={"get": _read_operation()})
+    spec.components.schema("ReferralView", schema=ReferralViewSchema)
+    spec.components.schema("ReferralList", schema=ReferralListSchema)
+    spec.components.schema("Decline", schema=DeclineSchema)
+    spec.tag({"name": "referrals", "description": "Physicians' referrals: the clinic's inbox"})
+    for path, operations in _referral_operations().items():
+        spec.path(path=path, operations=operations)
     document = spec.to_dict()
     if vocabulary is not None:
         _vocabulary_enums(document["components"]["schemas"], vocabulary)

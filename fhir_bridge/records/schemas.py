@@ -117,10 +117,22 @@ def _messages(invalid: str) -> dict[str, str]:
     return {"required": REQUIRED, "null": NULL, "invalid": invalid}
 
 
+#: what FHIR strings may not hold (R4 datatypes: below U+0020 only tab, CR and LF)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
 class Text(fields.String):
-    """A JSON string (never a number or anything else)."""
+    """A JSON string (never a number or anything else) without control characters."""
 
     default_error_messages = _messages("must be a JSON string")
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if isinstance(text, str) and _CONTROL.search(text):
+            raise ValidationError(
+                Msg("may not contain control characters (only tab, CR and LF are allowed)")
+            )
+        return text
 
 
 class Whole(fields.Integer):

@@ -63,6 +63,7 @@ from fhir_bridge.fhir.transaction import (
 from fhir_bridge.fhir.validation import validate_resource
 from fhir_bridge.services.referral_fetch import prefetch
 from fhir_bridge.services.referral_intake import (
+    CLAIM_MAX,
     IntakePolicy,
     ReferralIntake,
     focus_reference,
@@ -259,6 +260,14 @@ def _multiple(expression: str) -> FhirError:
     )
 
 
+def _claimable(claim: tuple[str, str] | None) -> tuple[str, str] | None:
+    """The claim when the store can hold it (system and value <= CLAIM_MAX), else None:
+    such an identifier is matched by search only, without the uniqueness guard."""
+    if claim is None or len(claim[0]) > CLAIM_MAX or len(claim[1]) > CLAIM_MAX:
+        return None
+    return claim
+
+
 def _for_create(resource: dict[str, Any]) -> dict[str, Any]:
     """The resource without a client id (the server assigns ids on create)."""
     return {k: v for k, v in resource.items() if k != "id"}
@@ -284,7 +293,7 @@ def create(
     if if_none_exist is not None:
         query = conditional_query(resource_type, parse_query(if_none_exist), "If-None-Exist")
     _require_valid(resource, runtime.settings.fhir_base_url)
-    claim = identity_claim(query) if query else None
+    claim = _claimable(identity_claim(query)) if query else None
     fetched = prefetch(runtime, [(resource_type, resource)]) if policy else {}
 
     def work(store: ResourceStore) -> WriteResult:
@@ -556,7 +565,7 @@ def _resolve_ids(
                     run.existing[op.index] = matches[0]
                     run.ids[op.index] = matches[0].resource_id
                     continue
-                claim = identity_claim(op.if_none_exist)
+                claim = _claimable(identity_claim(op.if_none_exist))
                 if claim:
                     run.claims[op.index] = claim
             run.ids[op.index] = str(uuid4())
@@ -676,8 +685,10 @@ def _put_target(store: ResourceStore, op: _Op) -> str:
 
 
 def _check_overlap(ops: Sequence[_Op], run: _Run) -> None:
-    """R4: one transaction may not write the same resource twice."""
+    """R4: one transaction may not write the same resource twice (nor create two resources
+    with the same business identifier)."""
     seen: set[tuple[str, str]] = set()
+    claimed: set[tuple[str, str, str]] = set()
     for op in ops:
         if op.method == "GET" or op.index in run.existing:
             continue
@@ -690,6 +701,16 @@ def _check_overlap(ops: Sequence[_Op], run: _Run) -> None:
                 f"{op.path}.request.url",
             )
         seen.add(key)
+        claim = run.claims.get(op.index)
+        if claim is not None:
+            if (op.rtype, *claim) in claimed:
+                raise _bad(
+                    400,
+                    "duplicate",
+                    f"Another entry creates a {op.rtype} with the same identifier",
+                    f"{entry_path(op.index, op.rtype)}.identifier",
+                )
+            claimed.add((op.rtype, *claim))
 
 
 def _pending_matches(ops: Sequence[_Op], run: _Run, query: SearchQuery) -> set[str]:
@@ -903,6 +924,10 @@ def process_bundle(
     base = runtime.settings.fhir_base_url
     problems = _errors(validate_resource(bundle, base=base))
     entries = bundle.get("entry") or []
+    if not isinstance(entries, list):
+        raise FhirError(
+            422, problems or [error("structure", "entry must be a list", "Bundle.entry")]
+        )
     if kind == "transaction":
         return _transaction(runtime, inbound, entries, problems, base, prefer, policy)
     return _batch(runtime, inbound, entries, problems, base, prefer, policy)

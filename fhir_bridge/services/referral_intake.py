@@ -47,6 +47,8 @@ TASK_CODE_SYSTEM = "http://hl7.org/fhir/CodeSystem/task-code"
 LATER_STATUSES = ("on-hold", "revoked", "completed", "entered-in-error")
 #: Task statuses a withdrawn referral's Task leaves for ``cancelled``
 _OPEN_TASK = ("draft", "requested", "received", "accepted", "ready", "in-progress", "on-hold")
+#: longest identifier system or value the store's uniqueness guard holds
+CLAIM_MAX = 512
 _EVERYTHING = Cursor(snapshot=2**62, key=None, pk=0, forward=True).encode()
 
 
@@ -105,7 +107,10 @@ def placer_claim(resource: Mapping[str, Any]) -> tuple[str, str] | None:
     placer = placer_identifier(dict(resource))
     if placer is None:
         return None
-    return str(placer["system"]), str(placer["value"])
+    system, value = str(placer["system"]), str(placer["value"])
+    if len(system) > CLAIM_MAX or len(value) > CLAIM_MAX:
+        return None
+    return system, value
 
 
 def reroot(issues: Sequence[Issue], root: str) -> list[Issue]:
@@ -160,6 +165,16 @@ class ReferralIntake:
         if sr.get("status") in LATER_STATUSES and self.existing(sr) is not None:
             # the EHR puts a referral on hold, revokes or closes it: a change, not a new order
             issues = [i for i in issues if i.expression != (f"{root}.status",)]
+        if placer_identifier(sr) is not None and placer_claim(sr) is None:
+            issues.append(
+                Issue(
+                    "error",
+                    "too-long",
+                    f"The placer identifier's system and value may be at most {CLAIM_MAX} "
+                    "characters each",
+                    (f"{root}.identifier",),
+                )
+            )
         if any(i.severity in ("error", "fatal") for i in issues):
             raise FhirError(422, issues)
         return issues

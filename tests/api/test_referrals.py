@@ -454,3 +454,15 @@ def test_tasks_are_searchable_by_requester_and_last_updated_with_their_focus(cli
         if e["resource"]["resourceType"] == "ServiceRequest"
     ]
     assert sr["id"] == sr_id
+
+
+def test_overlong_identifiers_and_codes_are_refused_or_kept_never_a_500(client, runtime, on_file):
+    long = "x" * 600
+    placer = referral()
+    placer["identifier"][0]["value"] = long
+    resp = post(client, "/fhir/ServiceRequest", placer)
+    assert resp.status_code == 422
+    assert "ServiceRequest.identifier" in expressions(resp)
+    coded = referral("SR-LONG")
+    coded["code"]["coding"].append({"system": "http://example.org/" + long, "code": long})
+    assert post(client, "/fhir/ServiceRequest", coded).status_code == 201
