@@ -266,3 +266,75 @@ class OutboxEvent(Base):
     patient_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     #: JSON object: event details (ids and references only)
     detail: Mapped[str] = mapped_column(Text)
+
+
+class Partner(Base):
+    """A partner's FHIR server: a physician's EHR or a payer, what it receives and how we log in.
+
+    Secrets are never stored here: ``auth`` names where they live (an environment variable or a
+    file), and no API or log shows even that beyond the kind of auth.
+    """
+
+    __tablename__ = "partner"
+    __table_args__ = (UniqueConstraint("key"),)
+
+    pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    #: short stable name used on the command line and in the API (``northside-ehr``)
+    key: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    #: physician | payer
+    kind: Mapped[str] = mapped_column(String(16))
+    base_url: Mapped[str] = mapped_column(String(1024))
+    #: JSON list of outbox event types the partner receives
+    events: Mapped[str] = mapped_column(Text)
+    #: JSON list of {system, value}: the requester's NPIs (physicians) or the payer id (payers)
+    identifiers: Mapped[str] = mapped_column(Text)
+    #: none | bearer | smart
+    auth_kind: Mapped[str] = mapped_column(String(16))
+    #: JSON object: where the secret is (``token_env``/``key_file``/``key_env``), client id,
+    #: token URL, algorithm, scopes; never the secret itself
+    auth: Mapped[str] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Delivery(Base):
+    """One outbox event on its way to one partner: the unit the worker sends, retries and logs."""
+
+    __tablename__ = "delivery"
+    __table_args__ = (
+        UniqueConstraint("partner_pk", "outbox_pk"),
+        Index(None, "status", "next_attempt_at"),
+        Index(None, "partner_pk", "patient_id", "pk"),
+    )
+
+    pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    partner_pk: Mapped[int] = mapped_column(ForeignKey("partner.pk"))
+    outbox_pk: Mapped[int] = mapped_column(ForeignKey("outbox_event.pk"))
+    event_type: Mapped[str] = mapped_column(String(64))
+    patient_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: pending | delivered | dead
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime)
+    #: a worker holds the row until then; after it, another worker may take it again
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: the partner's OperationOutcome (JSON) of the last failed attempt
+    outcome: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: the Bundle sent (JSON bytes), fixed at the first attempt so a retry sends the same
+    payload: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class OutboxCursor(Base):
+    """How far a consumer (the router) has read the outbox."""
+
+    __tablename__ = "outbox_cursor"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_pk: Mapped[int] = mapped_column(BigId)
