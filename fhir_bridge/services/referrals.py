@@ -27,6 +27,9 @@ ACTION_EVENTS = {
 }
 
 
+_PAST = {"accept": "accepted", "decline": "declined", "complete": "completed"}
+
+
 @dataclass(frozen=True)
 class ActionOutcome:
     """The referral after an action, and the Task version the action produced."""
@@ -74,8 +77,13 @@ def act(
         now = _now()
         try:
             body = transition(task.resource, action, now=now, reason=reason)
-        except IllegalTransition as exc:
-            raise FhirError(409, error("business-rule", str(exc), "action")) from None
+        except IllegalTransition:
+            allowed = [a for a in allowed_actions(row.status) if a in ACTION_EVENTS]
+            message = (
+                f"A referral that is {row.status} cannot be {_PAST[action]}; "
+                f"allowed now: {', '.join(allowed) or 'nothing'}"
+            )
+            raise FhirError(409, error("business-rule", message, "action")) from None
         stored, _ = store.update(body)
         updated = replace(row, status=str(body["status"]), updated_at=now)
         referrals.save(updated)
