@@ -24,11 +24,14 @@ from fhir_bridge.store.sessions import SessionStore
 #: (owner, attribute, label); module attributes are looked up at call time by the service
 TARGETS: tuple[tuple[Any, str, str], ...] = (
     (service, "submit_session", "submit_session (all of the service)"),
-    (service, "load_session", "load_session (schema; 3x: check, _submit, view)"),
-    (service, "_context", "_context (identifier look-ups)"),
+    (service, "load_session", "load_session (schema; 2x: check, view)"),
+    (service, "_prepare", "_prepare (SQLite: map + check before the write lock)"),
+    (service, "_context", "_context (identifier look-ups; 2x on SQLite)"),
     (service, "map_session", "map_session"),
     (service, "_check", "_check (validate_resource of each resource)"),
     (service, "_write", "_write (store every resource)"),
+    (ResourceStore, "update_many", "  ResourceStore.update_many"),
+    (ResourceStore, "_insert_resources", "  ResourceStore._insert_resources"),
     (ResourceStore, "update", "  ResourceStore.update"),
     (ResourceStore, "create", "  ResourceStore.create"),
     (ResourceStore, "_insert_version", "  ResourceStore._insert_version"),

@@ -43,7 +43,7 @@ def fresh_database(backend: str) -> str:
     """Delete / drop-and-create the backend's session store, migrate it, return its URL."""
     if backend == "sqlite":
         path = DATA_DIR / "sessions-sqlite.db"
-        for suffix in ("", "-wal", "-shm"):
+        for suffix in ("", "-wal", "-shm", "-writer.lock"):
             path.with_name(path.name + suffix).unlink(missing_ok=True)
         url = f"sqlite:///{path}"
     elif backend == "postgresql":

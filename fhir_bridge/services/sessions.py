@@ -77,15 +77,25 @@ def submit_session(
     retraction of an unknown session.
     """
     payload = _parse(body)
+    prepared = None
     if not _is_retraction(payload):
-        load_session(
-            payload, vocabulary=vocabulary
-        )  # reject bad input before touching the database
+        # reject bad input before touching the database
+        prepared = _Prepared(load_session(payload, vocabulary=vocabulary))
+        if runtime.engine.dialect.name == "sqlite":
+            prepared = _prepare(runtime, tables, prepared.record)
     for attempt in range(MAX_ATTEMPTS):
         try:
             with write_session(runtime.sessions) as session:
                 return _submit(
-                    session, runtime, tables, vocabulary, body, payload, request_id, content_type
+                    session,
+                    runtime,
+                    tables,
+                    vocabulary,
+                    body,
+                    payload,
+                    request_id,
+                    content_type,
+                    prepared,
                 )
         except (IntegrityError, DuplicateIdentifier):
             # A concurrent submission created one of our resources first; the next attempt
@@ -93,6 +103,34 @@ def submit_session(
             if attempt == MAX_ATTEMPTS - 1:
                 raise
     raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A record loaded before the write transaction, and maybe mapped and checked as well."""
+
+    record: SessionRecord
+    #: the context the mapping was made for; reused only if the transaction sees the same
+    ctx: SessionContext | None = None
+    mapped: MappedSession | None = None
+
+
+def _prepare(runtime: Runtime, tables: MappingTables, record: SessionRecord) -> _Prepared:
+    """Map and check the record against what is on file now, outside the write transaction.
+
+    SQLite runs one writer at a time, so work done before its write lock is work other
+    writers need not wait for. The transaction resolves the context again and uses this
+    mapping only if nothing it depends on changed; a mapping that fails is left for the
+    transaction to redo (and report) against the context it sees.
+    """
+    with read_session(runtime.sessions) as session:
+        ctx = _context(ResourceStore(session), record, clinic_identity(runtime))
+    try:
+        mapped = map_session(record, tables, ctx)
+        _check(mapped)
+    except Exception:  # redone in the transaction, which reports it
+        return _Prepared(record)
+    return _Prepared(record, ctx, mapped)
 
 
 def _is_retraction(payload: Any) -> bool:
@@ -115,6 +153,7 @@ def _submit(
     payload: Any,
     request_id: str | None,
     content_type: str | None,
+    prepared: _Prepared | None,
 ) -> SessionOutcome:
     store = ResourceStore(session)
     sessions = SessionStore(session)
@@ -141,10 +180,16 @@ def _submit(
         # a retraction applies to the record on file, whatever else the retraction carries
         payload = {**jsonio.loads(previous.record), "status": "entered-in-error"}
         record_bytes = jsonio.dumps(payload)
-    record = load_session(payload, vocabulary=vocabulary)
+    # a retraction is never prepared: its record is the one on file
+    record = (
+        prepared.record if prepared is not None else load_session(payload, vocabulary=vocabulary)
+    )
     ctx = _context(store, record, clinic_identity(runtime))
-    mapped = map_session(record, tables, ctx)
-    _check(mapped)
+    if prepared is not None and prepared.mapped is not None and prepared.ctx == ctx:
+        mapped = prepared.mapped  # mapped and checked against this very context
+    else:
+        mapped = map_session(record, tables, ctx)
+        _check(mapped)
     written = _write(store, mapped, ctx)
     if previous is not None:
         _retract_dropped(store, previous, {(r["resourceType"], r["id"]) for r in mapped.resources})
@@ -303,7 +348,8 @@ def _write(
 ) -> list[StoredResource]:
     """Store the mapped resources; list them with the on-file resources the session links to."""
     written = [
-        store.update(r, claim_identifiers=_claims(r, ctx.clinic))[0] for r in mapped.resources
+        stored
+        for stored, _ in store.update_many([(r, _claims(r, ctx.clinic)) for r in mapped.resources])
     ]
     produced = {(w.resource_type, w.resource_id) for w in written}
     linked = [

@@ -7,14 +7,14 @@ together or not at all.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Row, bindparam, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -85,6 +85,45 @@ def _stored(row: ResourceVersion) -> StoredResource:
     )
 
 
+_VERSION_COLUMNS = (
+    ResourceVersion.resource_type,
+    ResourceVersion.resource_id,
+    ResourceVersion.version_id,
+    ResourceVersion.last_updated,
+    ResourceVersion.deleted,
+    ResourceVersion.content,
+    ResourceVersion.pk,
+)
+
+_versions = ResourceVersion.__table__.c
+#: the previous current version of a resource now points at its successor
+_SUPERSEDE = (
+    update(ResourceVersion.__table__)
+    .where(
+        _versions.resource_pk == bindparam("rpk"),
+        _versions.superseded_by.is_(None),
+        _versions.pk != bindparam("vpk"),
+    )
+    .values(superseded_by=bindparam("vpk"))
+)
+#: a resource row now names its newest version
+_SET_CURRENT = (
+    update(Resource.__table__)
+    .where(Resource.__table__.c.pk == bindparam("rpk"))
+    .values(
+        version_id=bindparam("ver"),
+        current_version_pk=bindparam("vpk"),
+        last_updated=bindparam("at"),
+        deleted=False,
+    )
+)
+
+
+def _stored_row(row: Row[Any]) -> StoredResource:
+    """A StoredResource from a row of ``_VERSION_COLUMNS``."""
+    return StoredResource(*row)
+
+
 def _without_meta_versioning(resource: dict[str, Any]) -> dict[str, Any]:
     body = dict(resource)
     meta = dict(body.get("meta") or {})
@@ -126,15 +165,15 @@ class ResourceStore:
     def read(self, resource_type: str, resource_id: str) -> StoredResource:
         """The current version; raises ResourceNotFound, or ResourceGone if deleted."""
         row = self.session.execute(
-            select(ResourceVersion)
+            select(*_VERSION_COLUMNS)
             .join(Resource, Resource.current_version_pk == ResourceVersion.pk)
             .where(Resource.resource_type == resource_type, Resource.resource_id == resource_id)
-        ).scalar_one_or_none()
+        ).one_or_none()
         if row is None:
             raise ResourceNotFound(resource_type, resource_id)
         if row.deleted:
             raise ResourceGone(resource_type, resource_id)
-        return _stored(row)
+        return _stored_row(row)
 
     def get(self, resource_type: str, resource_id: str) -> StoredResource | None:
         """The current version, or None when unknown or deleted."""
@@ -178,7 +217,7 @@ class ResourceStore:
     ) -> StoredResource | None:
         """The live resource owning a claimed business identifier, if any."""
         row = self.session.execute(
-            select(ResourceVersion)
+            select(*_VERSION_COLUMNS)
             .join(Resource, Resource.current_version_pk == ResourceVersion.pk)
             .join(IdentifierClaim, IdentifierClaim.resource_pk == Resource.pk)
             .where(
@@ -186,8 +225,8 @@ class ResourceStore:
                 IdentifierClaim.system == system,
                 IdentifierClaim.value == value,
             )
-        ).scalar_one_or_none()
-        return None if row is None or row.deleted else _stored(row)
+        ).one_or_none()
+        return None if row is None or row.deleted else _stored_row(row)
 
     def search_by_identifier(
         self, resource_type: str, system: str | None, value: str, *, param: str = "identifier"
@@ -201,15 +240,15 @@ class ResourceStore:
         if system is not None:
             match = match.where(SearchToken.system == system)
         rows = self.session.execute(
-            select(ResourceVersion)
+            select(*_VERSION_COLUMNS)
             .where(
                 ResourceVersion.pk.in_(match),
                 ResourceVersion.superseded_by.is_(None),
                 ResourceVersion.deleted.is_(False),
             )
             .order_by(ResourceVersion.pk)
-        ).scalars()
-        return [_stored(r) for r in rows]
+        )
+        return [_stored_row(r) for r in rows]
 
     def search_references(
         self, resource_type: str, param: str, reference: str
@@ -223,15 +262,15 @@ class ResourceStore:
             SearchReference.target_id == target_id,
         )
         rows = self.session.execute(
-            select(ResourceVersion)
+            select(*_VERSION_COLUMNS)
             .where(
                 ResourceVersion.pk.in_(match),
                 ResourceVersion.superseded_by.is_(None),
                 ResourceVersion.deleted.is_(False),
             )
             .order_by(ResourceVersion.pk)
-        ).scalars()
-        return [_stored(r) for r in rows]
+        )
+        return [_stored_row(r) for r in rows]
 
     # ---------------------------------------------------------------- writes
     def create(
@@ -379,6 +418,210 @@ class ResourceStore:
         )
         return stored, False
 
+    def update_many(
+        self, items: Sequence[tuple[dict[str, Any], Iterable[tuple[str, str]]]]
+    ) -> list[tuple[StoredResource, bool]]:
+        """``update(resource, claim_identifiers=claims)`` for each item, in a few statements.
+
+        Same outcome as the calls one after another (versions, timestamps, claims, version pk
+        order, DuplicateIdentifier), but all or nothing: after an exception the caller rolls
+        back. Falls back to one call per item when two items name the same resource or claim.
+        """
+        claims_of = [list(dict.fromkeys(claims)) for _, claims in items]
+        keys = [(r["resourceType"], r["id"]) for r, _ in items]
+        claimed = [(t, c) for (t, _), cs in zip(keys, claims_of, strict=True) for c in cs]
+        if len(set(keys)) < len(keys) or len(set(claimed)) < len(claimed):
+            return [
+                self.update(r, claim_identifiers=c)
+                for (r, _), c in zip(items, claims_of, strict=True)
+            ]
+        if not items:
+            return []
+        hold_write_lock(self.session)
+        # rows of the resources on file, locked in pk order (a consistent order across writers)
+        current = {
+            (row.resource_type, row.resource_id): row
+            for row in self.session.execute(
+                select(
+                    Resource.pk,
+                    Resource.resource_type,
+                    Resource.resource_id,
+                    Resource.version_id,
+                    Resource.current_version_pk,
+                    Resource.last_updated,
+                )
+                .where(tuple_(Resource.resource_type, Resource.resource_id).in_(keys))
+                .order_by(Resource.pk)
+                .with_for_update()
+            )
+        }
+        previous: dict[int, StoredResource] = {}
+        if current:
+            previous = {
+                s.version_pk: s
+                for s in map(
+                    _stored_row,
+                    self.session.execute(
+                        select(*_VERSION_COLUMNS).where(
+                            ResourceVersion.pk.in_([r.current_version_pk for r in current.values()])
+                        )
+                    ),
+                )
+            }
+        # decide per item, in order: unchanged, new version of a resource on file, or create
+        results: list[tuple[StoredResource, bool] | None] = [None] * len(items)
+        changed: list[tuple[int, Any, StoredResource]] = []  # (item index, row, previous)
+        fresh: list[int] = []
+        for i, key in enumerate(keys):
+            row = current.get(key)
+            if row is None:
+                fresh.append(i)
+                continue
+            before = previous[row.current_version_pk]
+            if not before.deleted and _without_meta_versioning(
+                before.resource
+            ) == _without_meta_versioning(items[i][0]):
+                results[i] = (before, False)
+            else:
+                changed.append((i, row, before))
+        if changed:
+            self._claim_more_many([(row.pk, keys[i][0], claims_of[i]) for i, row, _ in changed])
+        superseding = {i for i, _, _ in changed}
+        version_of = {i: row.version_id + 1 for i, row, _ in changed}
+        order = sorted([*fresh, *superseding])
+        if not order:
+            return [r for r in results if r is not None]
+        at_of: dict[int, datetime] = {}
+        for i in order:  # the clock is read once per write, in item order
+            if i in superseding:
+                last = current[keys[i]].last_updated
+                at_of[i] = max(self._now(), last + timedelta(microseconds=1))
+            else:
+                at_of[i] = self._now()
+        new_pks = self._insert_resources([(keys[i], claims_of[i], at_of[i]) for i in fresh])
+        # versions in item order, so version pks come out as the calls one by one give them
+        resource_pk_of = dict(zip(fresh, new_pks, strict=True))
+        resource_pk_of.update({i: row.pk for i, row, _ in changed})
+        bodies = {
+            i: _with_meta(items[i][0], keys[i][1], version_of.get(i, 1), at_of[i]) for i in order
+        }
+        contents = {i: jsonio.dumps(bodies[i]) for i in order}
+        version_pks = self.session.scalars(
+            insert(ResourceVersion).returning(ResourceVersion.pk, sort_by_parameter_order=True),
+            [
+                {
+                    "resource_pk": resource_pk_of[i],
+                    "resource_type": keys[i][0],
+                    "resource_id": keys[i][1],
+                    "version_id": version_of.get(i, 1),
+                    "last_updated": at_of[i],
+                    "superseded_by": None,
+                    "deleted": False,
+                    "method": "PUT" if i in superseding else "POST",
+                    "content": contents[i],
+                }
+                for i in order
+            ],
+        ).all()
+        pk_of = dict(zip(order, version_pks, strict=True))
+        if superseding:
+            self.session.execute(
+                _SUPERSEDE,
+                [{"rpk": resource_pk_of[i], "vpk": pk_of[i]} for i in order if i in superseding],
+            )
+        self.session.execute(
+            _SET_CURRENT,
+            [
+                {
+                    "rpk": resource_pk_of[i],
+                    "ver": version_of.get(i, 1),
+                    "vpk": pk_of[i],
+                    "at": at_of[i],
+                }
+                for i in order
+            ],
+        )
+        self._index_many((pk_of[i], bodies[i]) for i in order)
+        for i in order:
+            stored = StoredResource(
+                keys[i][0], keys[i][1], version_of.get(i, 1), at_of[i], False, contents[i], pk_of[i]
+            )
+            results[i] = (stored, i not in superseding)
+        done = [r for r in results if r is not None]
+        assert len(done) == len(items)
+        return done
+
+    def _insert_resources(
+        self, new: list[tuple[tuple[str, str], list[tuple[str, str]], datetime]]
+    ) -> list[int]:
+        """Insert resource rows (no current version yet) and their claims; their pks in order.
+
+        A claim another resource owns, or a (type, id) on file, raises DuplicateIdentifier or
+        IntegrityError as ``create`` would, for the first item in order that collides.
+        """
+        if not new:
+            return []
+        try:
+            with self.session.begin_nested():
+                pks = self.session.scalars(
+                    insert(Resource).returning(Resource.pk, sort_by_parameter_order=True),
+                    [
+                        {
+                            "resource_type": rt,
+                            "resource_id": rid,
+                            "version_id": 1,
+                            "current_version_pk": 0,
+                            "last_updated": at,
+                            "deleted": False,
+                        }
+                        for (rt, rid), _, at in new
+                    ],
+                ).all()
+                claims = [
+                    {"resource_type": rt, "system": s, "value": v, "resource_pk": pk}
+                    for ((rt, _), cs, _), pk in zip(new, pks, strict=True)
+                    for s, v in cs
+                ]
+                if claims:
+                    self.session.execute(insert(IdentifierClaim.__table__), claims)
+        except IntegrityError:
+            for (resource_type, _), cs, _ in new:
+                for system, value in cs:
+                    existing = self.find_by_identifier(resource_type, system, value)
+                    if existing is not None:
+                        raise DuplicateIdentifier(resource_type, system, existing) from None
+            raise
+        return list(pks)
+
+    def _claim_more_many(self, items: list[tuple[int, str, list[tuple[str, str]]]]) -> None:
+        """``_claim_more`` for several resources on file, with one look-up of their claims."""
+        wanted = [(pk, rt, cs) for pk, rt, cs in items if cs]
+        if not wanted:
+            return
+        owned = {
+            tuple(row)
+            for row in self.session.execute(
+                select(
+                    IdentifierClaim.resource_pk, IdentifierClaim.system, IdentifierClaim.value
+                ).where(IdentifierClaim.resource_pk.in_([pk for pk, _, _ in wanted]))
+            )
+        }
+        for resource_pk, resource_type, claims in wanted:
+            for system, value in claims:
+                if (resource_pk, system, value) in owned:
+                    continue
+                existing = self.find_by_identifier(resource_type, system, value)
+                if existing is not None:
+                    raise DuplicateIdentifier(resource_type, system, existing)
+                self.session.execute(
+                    insert(IdentifierClaim).values(
+                        resource_type=resource_type,
+                        system=system,
+                        value=value,
+                        resource_pk=resource_pk,
+                    )
+                )
+
     def delete(self, resource_type: str, resource_id: str) -> StoredResource | None:
         """Mark a resource deleted (a new, empty version); None when it was unknown or deleted."""
         hold_write_lock(self.session)
@@ -495,15 +738,16 @@ class ResourceStore:
             )
             .returning(ResourceVersion.pk)
         ).scalar_one()
-        self.session.execute(
-            update(ResourceVersion)
-            .where(
-                ResourceVersion.resource_pk == resource_pk,
-                ResourceVersion.superseded_by.is_(None),
-                ResourceVersion.pk != version_pk,
+        if version > 1:  # version 1 of a resource inserted just now has no predecessor
+            self.session.execute(
+                update(ResourceVersion)
+                .where(
+                    ResourceVersion.resource_pk == resource_pk,
+                    ResourceVersion.superseded_by.is_(None),
+                    ResourceVersion.pk != version_pk,
+                )
+                .values(superseded_by=version_pk)
             )
-            .values(superseded_by=version_pk)
-        )
         self.session.execute(
             update(Resource)
             .where(Resource.pk == resource_pk)
