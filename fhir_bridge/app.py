@@ -38,9 +38,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     _register_request_ids(app)
 
     from fhir_bridge.api import errors
+    from fhir_bridge.api.deliveries import deliveries_api
     from fhir_bridge.api.fhir_read import fhir_read
     from fhir_bridge.api.fhir_write import fhir_write
     from fhir_bridge.api.health import health
+    from fhir_bridge.api.partners import partners_api
     from fhir_bridge.api.referrals import referrals_api
     from fhir_bridge.api.sessions import sessions_api
     from fhir_bridge.api.terminology import terminology
@@ -52,6 +54,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.register_blueprint(fhir_read)
     app.register_blueprint(sessions_api)
     app.register_blueprint(referrals_api)
+    app.register_blueprint(partners_api)
+    app.register_blueprint(deliveries_api)
     return app
 
 

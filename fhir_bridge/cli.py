@@ -13,6 +13,8 @@ from typing import BinaryIO, TextIO
 
 import click
 
+from fhir_bridge.commands.deliveries import deliveries, worker
+from fhir_bridge.commands.partners import partners
 from fhir_bridge.settings import Settings, SettingsError
 
 
@@ -29,6 +31,11 @@ def _runtime():
 @click.version_option(package_name="fhir-bridge")
 def main() -> None:
     """fhir-bridge: FHIR R4 integration service for medical-massage clinics."""
+
+
+main.add_command(worker)
+main.add_command(deliveries)
+main.add_command(partners)
 
 
 @main.group()
