@@ -158,6 +158,30 @@ def _ours(pk: int, lease: datetime | None) -> ColumnElement[bool]:
     return held if lease is None else and_(held, Delivery.lease_until == lease)
 
 
+def _record_attempt(
+    session: Session,
+    pk: int,
+    lease: datetime | None,
+    *,
+    now: datetime,
+    status_code: int | None,
+    **values: object,
+) -> bool:
+    """Count one attempt on a row we still hold and release it; False when it is not ours."""
+    result = session.execute(
+        update(Delivery)
+        .where(_ours(pk, lease))
+        .values(
+            attempts=Delivery.attempts + 1,
+            lease_until=None,
+            last_attempt_at=now,
+            last_status=status_code,
+            **values,
+        )
+    )
+    return bool(result.rowcount)
+
+
 def complete(
     session: Session,
     pk: int,
@@ -167,21 +191,17 @@ def complete(
     lease: datetime | None = None,
 ) -> bool:
     """The partner took it: delivered. False when the row is no longer ours (or not pending)."""
-    result = session.execute(
-        update(Delivery)
-        .where(_ours(pk, lease))
-        .values(
-            status=DELIVERED,
-            attempts=Delivery.attempts + 1,
-            lease_until=None,
-            last_attempt_at=now,
-            last_status=status_code,
-            last_error=None,
-            outcome=None,
-            delivered_at=now,
-        )
+    return _record_attempt(
+        session,
+        pk,
+        lease,
+        now=now,
+        status_code=status_code,
+        status=DELIVERED,
+        last_error=None,
+        outcome=None,
+        delivered_at=now,
     )
-    return bool(result.rowcount)
 
 
 def retry_later(
@@ -196,20 +216,16 @@ def retry_later(
     lease: datetime | None = None,
 ) -> bool:
     """A failure worth another try at ``next_at``; the lease is released."""
-    result = session.execute(
-        update(Delivery)
-        .where(_ours(pk, lease))
-        .values(
-            attempts=Delivery.attempts + 1,
-            next_attempt_at=next_at,
-            lease_until=None,
-            last_attempt_at=now,
-            last_status=status_code,
-            last_error=error,
-            outcome=outcome,
-        )
+    return _record_attempt(
+        session,
+        pk,
+        lease,
+        now=now,
+        status_code=status_code,
+        next_attempt_at=next_at,
+        last_error=error,
+        outcome=outcome,
     )
-    return bool(result.rowcount)
 
 
 def dead(
@@ -223,20 +239,16 @@ def dead(
     lease: datetime | None = None,
 ) -> bool:
     """A dead letter: the partner refused it, or it failed for too long. Kept for ``requeue``."""
-    result = session.execute(
-        update(Delivery)
-        .where(_ours(pk, lease))
-        .values(
-            status=DEAD,
-            attempts=Delivery.attempts + 1,
-            lease_until=None,
-            last_attempt_at=now,
-            last_status=status_code,
-            last_error=error,
-            outcome=outcome,
-        )
+    return _record_attempt(
+        session,
+        pk,
+        lease,
+        now=now,
+        status_code=status_code,
+        status=DEAD,
+        last_error=error,
+        outcome=outcome,
     )
-    return bool(result.rowcount)
 
 
 def release(session: Session, pks: Sequence[int], *, lease: datetime) -> int:
