@@ -24,7 +24,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     settings = settings or (runtime.settings if runtime else Settings.from_env())
     if not settings.testing:
         configure_logging(settings.log_level, json=settings.log_json)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, TESTING=settings.testing)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     rt = runtime or build_runtime(settings)
@@ -37,11 +37,16 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     _register_request_ids(app)
 
+    from fhir_bridge.api import security
+
+    security.init_app(app, settings)  # after request ids: refusals carry one too
+
     from fhir_bridge.api import errors
     from fhir_bridge.api.deliveries import deliveries_api
     from fhir_bridge.api.fhir_read import fhir_read
     from fhir_bridge.api.fhir_write import fhir_write
     from fhir_bridge.api.health import health
+    from fhir_bridge.api.operations import operations
     from fhir_bridge.api.partners import partners_api
     from fhir_bridge.api.referrals import referrals_api
     from fhir_bridge.api.sessions import sessions_api
@@ -50,6 +55,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     errors.init_app(app)
     app.register_blueprint(health)
     app.register_blueprint(terminology)
+    app.register_blueprint(operations)
     app.register_blueprint(fhir_write)  # before fhir_read: its POST/PUT routes win
     app.register_blueprint(fhir_read)
     app.register_blueprint(sessions_api)

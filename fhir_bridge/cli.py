@@ -13,6 +13,7 @@ from typing import BinaryIO, TextIO
 
 import click
 
+from fhir_bridge.commands.clients import clients
 from fhir_bridge.commands.deliveries import deliveries, worker
 from fhir_bridge.commands.partners import partners
 from fhir_bridge.settings import Settings, SettingsError
@@ -36,6 +37,7 @@ def main() -> None:
 main.add_command(worker)
 main.add_command(deliveries)
 main.add_command(partners)
+main.add_command(clients)
 
 
 @main.group()

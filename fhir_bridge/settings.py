@@ -60,6 +60,12 @@ class Settings:
     log_level: str = "INFO"
     log_json: bool = True
     testing: bool = False
+    #: development only: a request without a token acts as an admin client (``make run``)
+    dev_open_access: bool = False
+    #: requests per minute one client may make before answers are 429 (0: no limit)
+    rate_limit_per_minute: int = 1200
+    #: a search that runs longer is cancelled with a 503 (PostgreSQL statement timeout)
+    search_timeout_seconds: int = 10
 
     @property
     def fhir_base_url(self) -> str:

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from urllib.parse import quote
 
 import pytest
+from flask import Flask
 from sqlalchemy import text
 
 from fhir_bridge.app import create_app
@@ -21,8 +22,11 @@ from fhir_bridge.settings import Settings
 from fhir_bridge.store.db import make_engine
 from fhir_bridge.store.migrate import upgrade
 from fhir_bridge.store.models import Base
+from tests.support.tokens import AdminClient
 
 PG_ENV = "FHIR_BRIDGE_TEST_DATABASE_URL"
+# Every endpoint needs a token: test clients act as the clinic's admin unless a test says otherwise.
+Flask.test_client_class = AdminClient
 _postgres_passed = 0
 
 
@@ -91,6 +95,7 @@ def settings(database_url: str) -> Settings:
         public_base_url="http://bridge.test",
         testing=True,
         log_json=False,
+        rate_limit_per_minute=0,  # tests make thousands of requests as one client
     )
 
 

@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 from flask import Blueprint, Response, request
 
 from fhir_bridge.api.http import fhir_response, http_date, negotiate, runtime
+from fhir_bridge.api.security import current_scope
 from fhir_bridge.fhir import jsonio
 from fhir_bridge.fhir.bundles import history_bundle, searchset
 from fhir_bridge.fhir.capability import capability_statement
@@ -100,7 +101,9 @@ def metadata() -> Response:
 def read(resource_type: str, resource_id: str) -> Response:
     """Read the current version of a resource."""
     _known_type(resource_type)
-    return _resource_response(resources.read(runtime(), resource_type, resource_id))
+    return _resource_response(
+        resources.read(runtime(), resource_type, resource_id, current_scope())
+    )
 
 
 @fhir_read.get("/<resource_type>/<resource_id>/_history/<vid>")
@@ -108,7 +111,9 @@ def vread(resource_type: str, resource_id: str, vid: str) -> Response:
     """Read one version of a resource."""
     _known_type(resource_type)
     return _resource_response(
-        resources.vread(runtime(), resource_type, resource_id, _version_number(vid))
+        resources.vread(
+            runtime(), resource_type, resource_id, _version_number(vid), current_scope()
+        )
     )
 
 
@@ -117,7 +122,7 @@ def history(resource_type: str, resource_id: str) -> Response:
     """Every version of a resource, newest first."""
     _known_type(resource_type)
     rt = runtime()
-    versions = resources.history(rt, resource_type, resource_id)
+    versions = resources.history(rt, resource_type, resource_id, current_scope())
     body = history_bundle(
         base_url=rt.settings.fhir_base_url,
         self_link=f"{rt.settings.fhir_base_url}/{resource_type}/{resource_id}/_history",
@@ -158,7 +163,7 @@ def _search(resource_type: str, params: list[tuple[str, str]]) -> Response:
     _known_type(resource_type)
     rt = runtime()
     query = parse_search(resource_type, params, lenient=_lenient())
-    page = resources.search(rt, query)
+    page = resources.search(rt, query, current_scope())
     base = rt.settings.fhir_base_url
     kept = [(k, v) for k, v in params if k != "_cursor" and k not in TRANSPORT_PARAMS]
 

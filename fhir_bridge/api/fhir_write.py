@@ -11,8 +11,9 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, g, request
 
 from fhir_bridge.api.http import fhir_response, http_date, negotiate, runtime
+from fhir_bridge.api.security import current_principal, current_scope
 from fhir_bridge.fhir.outcome import FhirError, error
-from fhir_bridge.services import fhir_writes
+from fhir_bridge.services import cdex, fhir_writes
 from fhir_bridge.services.fhir_writes import DIRECT_TYPES, Inbound, WriteResult
 from fhir_bridge.services.referral_intake import IntakePolicy
 
@@ -84,11 +85,26 @@ def _written(result: WriteResult) -> Response:
 
 @fhir_write.post(f"/<{_WRITABLE}:resource_type>")
 def create(resource_type: str) -> Response:
-    """Create (201), or with If-None-Exist answer the one match (200)."""
+    """Create (201), or with If-None-Exist answer the one match (200).
+
+    A CDex data-request Task is answered at once (services/cdex.py) instead of taken in.
+    """
+    inbound = _inbound()
+    if resource_type == "Task" and cdex.is_data_request_body(inbound.body):
+        settings = runtime().settings
+        return _written(
+            cdex.receive(
+                runtime(),
+                inbound,
+                current_principal(),
+                current_scope(),
+                clinic_name=settings.clinic_name,
+            )
+        )
     result = fhir_writes.create(
         runtime(),
         resource_type,
-        _inbound(),
+        inbound,
         if_none_exist=request.headers.get("If-None-Exist"),
         policy=intake_policy(),
     )

@@ -104,6 +104,34 @@ def _terminology_entries() -> list[dict[str, Any]]:
     return entries
 
 
+def _security(fhir_base_url: str) -> dict[str, Any]:
+    """SMART Backend Services: where the token endpoint is (RFC 6749 token via oauth-uris)."""
+    server = fhir_base_url.rstrip("/").removesuffix("/fhir")
+    return {
+        "service": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                        "code": "SMART-on-FHIR",
+                    }
+                ]
+            }
+        ],
+        "description": (
+            "Every interaction except metadata needs a bearer token from the token endpoint "
+            "(SMART Backend Services, private_key_jwt with RS384 or ES384). Payers see only "
+            "their members, EHRs the patients they referred."
+        ),
+        "extension": [
+            {
+                "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                "extension": [{"url": "token", "valueUri": f"{server}/auth/token"}],
+            }
+        ],
+    }
+
+
 def capability_statement(
     *,
     base_url: str,
@@ -131,6 +159,7 @@ def capability_statement(
                     "written during paging are never skipped or repeated. Unknown search "
                     "parameters answer 400 unless 'Prefer: handling=lenient' is sent."
                 ),
+                "security": _security(base_url),
                 "interaction": [
                     {"code": "transaction", "documentation": _BUNDLE_DOC},
                     {"code": "batch", "documentation": _BUNDLE_DOC},

@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import Any
 
 from fhir_bridge.fhir.dates import MAX_DT, MIN_DT, parse_fhir_datetime_range
-from fhir_bridge.fhir.search_params import SEARCH_PARAMS, SearchParam
+from fhir_bridge.fhir.search_params import INDEXED_PARAMS, SearchParam
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,7 +317,7 @@ def _plan(params: dict[str, SearchParam]) -> _Plan:
 
 
 #: Per resource type: each parameter with its pre-split paths and its collector.
-PLANS: dict[str, _Plan] = {rt: _plan(params) for rt, params in SEARCH_PARAMS.items()}
+PLANS: dict[str, _Plan] = {rt: _plan(params) for rt, params in INDEXED_PARAMS.items()}
 
 
 def extract_index(resource: dict[str, Any]) -> IndexEntries:

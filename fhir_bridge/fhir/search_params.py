@@ -277,6 +277,24 @@ _TABLE: dict[str, tuple[_Row, ...]] = {
         ),
         _identifier(),
     ),
+    "AuditEvent": (
+        _p("date", "date", "recorded", "AuditEvent-date", "Time when the event was recorded"),
+        _p("agent", "reference", "agent.who", "AuditEvent-agent", "Who participated"),
+        _p("entity", "reference", "entity.what", "AuditEvent-entity", "Specific instance"),
+        _p("outcome", "token", "outcome", "AuditEvent-outcome", "Whether the event succeeded"),
+        _p("type", "token", "type", "AuditEvent-type", "Type/identifier of event"),
+        _p("subtype", "token", "subtype", "AuditEvent-subtype", "More specific type of event"),
+        _p("action", "token", "action", "AuditEvent-action", "Type of action performed"),
+        _p(
+            "patient",
+            "reference",
+            "entity.what",
+            "AuditEvent-patient",
+            "Identity of the patient the event is about",
+            ("Patient",),
+            "Patient",
+        ),
+    ),
     "PractitionerRole": (
         _p(
             "practitioner",
@@ -319,6 +337,16 @@ def _build(table: dict[str, tuple[_Row, ...]]) -> dict[str, dict[str, SearchPara
 
 
 SEARCH_PARAMS: dict[str, dict[str, SearchParam]] = _build(_TABLE)
+
+#: Indexed for the bridge's own queries, never offered to clients (names start with ``~``):
+#: the coverage period decides which patients a payer may see.
+COVERAGE_PERIOD = "~period"
+_INTERNAL: dict[str, tuple[_Row, ...]] = {
+    "Coverage": (_p(COVERAGE_PERIOD, "date", "period", "", "Coverage period (internal)"),),
+}
+INDEXED_PARAMS: dict[str, dict[str, SearchParam]] = {
+    rt: {**params, **_build(_INTERNAL).get(rt, {})} for rt, params in SEARCH_PARAMS.items()
+}
 SEARCHABLE_TYPES: tuple[str, ...] = tuple(SEARCH_PARAMS)
 
 

@@ -158,6 +158,21 @@ def _resource_body(body: bytes, resource_type: str) -> dict[str, Any]:
     return payload
 
 
+def read_resource(body: bytes, resource_type: str) -> dict[str, Any]:
+    """The body as a resource of ``resource_type``; FhirError(400) otherwise."""
+    return _resource_body(body, resource_type)
+
+
+def require_valid(resource: dict[str, Any], base: str) -> None:
+    """FhirError(422) with every error-level problem of the resource."""
+    _require_valid(resource, base)
+
+
+def keep_inbound(store: ResourceStore, inbound: Inbound) -> None:
+    """Keep the request body exactly as received, in the write's own transaction."""
+    _keep(store, inbound)
+
+
 def _errors(issues: Sequence[Issue]) -> list[Issue]:
     return [i for i in issues if i.severity in ("error", "fatal")]
 

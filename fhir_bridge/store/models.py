@@ -338,3 +338,50 @@ class OutboxCursor(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     last_pk: Mapped[int] = mapped_column(BigId)
+
+
+class ApiClient(Base):
+    """A registered system client (SMART Backend Services): who it is and what it may ask for.
+
+    Only public keys are kept (a JWKS, or the URL it is published at); the client signs its own
+    assertions with its private key, which the bridge never sees.
+    """
+
+    __tablename__ = "api_client"
+    __table_args__ = (UniqueConstraint("client_id"),)
+
+    pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    client_id: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(200))
+    #: ehr | payer | clinic | admin
+    role: Mapped[str] = mapped_column(String(16))
+    #: ``Organization/<id>`` the client acts for (ehr and payer clients), else NULL
+    organization: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    #: space-separated scopes the client may be granted (v1 or v2 syntax)
+    scopes: Mapped[str] = mapped_column(Text)
+    #: JSON Web Key Set (public keys), or NULL when ``jwks_url`` is used
+    jwks: Mapped[str | None] = mapped_column(Text, nullable=True)
+    jwks_url: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class AssertionJti(Base):
+    """A client assertion's ``jti`` seen at the token endpoint, kept until the assertion expires."""
+
+    __tablename__ = "assertion_jti"
+
+    client_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    jti: Mapped[str] = mapped_column(String(256), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+
+
+class SigningKey(Base):
+    """The secret the bridge signs its access tokens with, shared by every process of one store."""
+
+    __tablename__ = "signing_key"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    secret: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime)

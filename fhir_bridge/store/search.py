@@ -22,6 +22,7 @@ from fhir_bridge.fhir.dates import MAX_DT, MIN_DT
 from fhir_bridge.fhir.outcome import FhirError, error
 from fhir_bridge.fhir.search_index import normalize_string
 from fhir_bridge.fhir.search_query import Criterion, SearchQuery
+from fhir_bridge.store.member_scope import EVERYTHING, MemberScope, visible
 from fhir_bridge.store.models import (
     ResourceVersion,
     SearchDate,
@@ -268,12 +269,16 @@ def _order(key_expr: Any, descending: bool, *, forward: bool) -> list[Any]:
     return cols
 
 
-def run_search(session: Session, query: SearchQuery) -> SearchPage:
-    """Execute ``query`` (one page); raises FhirError(400) for an invalid cursor or sort."""
+def run_search(session: Session, query: SearchQuery, scope: MemberScope = EVERYTHING) -> SearchPage:
+    """Execute ``query`` (one page) within ``scope``; FhirError(400) for a bad cursor or sort."""
     key_expr, descending, date_key = _sort_expression(query)
     cursor = Cursor.decode(query.cursor, date_key=date_key) if query.cursor else None
     snapshot = cursor.snapshot if cursor else current_sequence(session)
-    where = [_visible(query.resource_type, snapshot), *_conditions(query)]
+    where = [
+        _visible(query.resource_type, snapshot),
+        visible(scope, query.resource_type),
+        *_conditions(query),
+    ]
 
     page = SearchPage(matches=[], snapshot=snapshot)
     if query.total == "accurate" or query.summary == "count":
@@ -307,12 +312,12 @@ def run_search(session: Session, query: SearchQuery) -> SearchPage:
         has_prev = (cursor is not None) if forward else more
         page.next_cursor = boundary(rows[-1], True) if has_next else None
         page.previous_cursor = boundary(rows[0], False) if has_prev else None
-    page.included = _includes(session, query, page.matches, snapshot)
+    page.included = _includes(session, query, page.matches, snapshot, scope)
     return page
 
 
 def _fetch_visible(
-    session: Session, refs: dict[str, set[str]], snapshot: int
+    session: Session, refs: dict[str, set[str]], snapshot: int, scope: MemberScope
 ) -> list[StoredResource]:
     found: list[StoredResource] = []
     for resource_type, ids in refs.items():
@@ -320,7 +325,11 @@ def _fetch_visible(
             continue
         rows = session.execute(
             select(V)
-            .where(_visible(resource_type, snapshot), V.resource_id.in_(sorted(ids)))
+            .where(
+                _visible(resource_type, snapshot),
+                visible(scope, resource_type),
+                V.resource_id.in_(sorted(ids)),
+            )
             .limit(MAX_INCLUDED)
         ).scalars()
         found.extend(_stored(r) for r in rows)
@@ -328,7 +337,11 @@ def _fetch_visible(
 
 
 def _includes(
-    session: Session, query: SearchQuery, matches: Sequence[StoredResource], snapshot: int
+    session: Session,
+    query: SearchQuery,
+    matches: Sequence[StoredResource],
+    snapshot: int,
+    scope: MemberScope,
 ) -> list[StoredResource]:
     if not matches or not (query.includes or query.revincludes):
         return []
@@ -345,7 +358,7 @@ def _includes(
         for target_type, target_id in session.execute(stmt):
             if target_type and (target_type, target_id) not in seen:
                 targets[target_type].add(target_id)
-    included = _fetch_visible(session, targets, snapshot)
+    included = _fetch_visible(session, targets, snapshot, scope)
     ids = [m.resource_id for m in matches]
     for inc in query.revincludes:
         r = SearchReference
@@ -353,6 +366,7 @@ def _includes(
             select(V)
             .where(
                 _visible(inc.source_type, snapshot),
+                visible(scope, inc.source_type),
                 V.pk.in_(
                     select(r.version_pk).where(
                         r.resource_type == inc.source_type,

@@ -305,7 +305,10 @@ def test_coverage_entries():
     assert _refs(entries, "payor") == {
         ("Organization", "example-payer", "http://example.org/fhir/Organization/example-payer")
     }
-    assert entries.dates == ()  # Coverage.period is not a supported search parameter
+    # Coverage.period is not an R4 search parameter: indexed only for member scoping
+    assert [(d.param, d.low, d.high) for d in entries.dates] == [
+        ("~period", datetime(2026, 1, 1), datetime(2027, 1, 1))
+    ]
 
 
 def test_patient_identifier_text_comes_from_identifier_type_text():

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from fhir_bridge.fhir.search_params import SEARCH_PARAMS, SEARCHABLE_TYPES, params_for
+from fhir_bridge.fhir.search_params import (
+    INDEXED_PARAMS,
+    SEARCH_PARAMS,
+    SEARCHABLE_TYPES,
+    params_for,
+)
 
 SP = "http://hl7.org/fhir/SearchParameter/"
 
@@ -50,6 +55,7 @@ EXPECTED_NAMES = {
     },
     "Goal": {"patient", "subject", "lifecycle-status", "identifier"},
     "PractitionerRole": {"practitioner", "organization", "identifier"},
+    "AuditEvent": {"date", "agent", "entity", "outcome", "type", "subtype", "action", "patient"},
 }
 
 # (type, name, param type, paths, definition id)
@@ -133,12 +139,25 @@ DEFINITIONS = [
         "PractitionerRole-organization",
     ),
     ("PractitionerRole", "identifier", "token", ("identifier",), "PractitionerRole-identifier"),
+    ("AuditEvent", "date", "date", ("recorded",), "AuditEvent-date"),
+    ("AuditEvent", "agent", "reference", ("agent.who",), "AuditEvent-agent"),
+    ("AuditEvent", "entity", "reference", ("entity.what",), "AuditEvent-entity"),
+    ("AuditEvent", "outcome", "token", ("outcome",), "AuditEvent-outcome"),
+    ("AuditEvent", "type", "token", ("type",), "AuditEvent-type"),
+    ("AuditEvent", "subtype", "token", ("subtype",), "AuditEvent-subtype"),
+    ("AuditEvent", "action", "token", ("action",), "AuditEvent-action"),
+    ("AuditEvent", "patient", "reference", ("entity.what",), "AuditEvent-patient"),
 ]
 
 
 def test_registry_lists_exactly_the_supported_parameters():
     assert {rt: set(params) for rt, params in SEARCH_PARAMS.items()} == EXPECTED_NAMES
     assert set(SEARCHABLE_TYPES) == set(EXPECTED_NAMES)
+
+
+def test_internal_parameters_are_indexed_but_never_offered():
+    assert "~period" in INDEXED_PARAMS["Coverage"]
+    assert not any(name.startswith("~") for p in SEARCH_PARAMS.values() for name in p)
 
 
 def test_definition_table_covers_every_parameter():
@@ -188,7 +207,8 @@ def test_any_type_references_have_no_target_list(resource_type, name):
 
 
 @pytest.mark.parametrize(
-    "resource_type", ["ServiceRequest", "Procedure", "Observation", "Condition", "Task", "Goal"]
+    "resource_type",
+    ["ServiceRequest", "Procedure", "Observation", "Condition", "Task", "Goal", "AuditEvent"],
 )
 def test_patient_parameters_only_match_patient_references(resource_type):
     param = params_for(resource_type)["patient"]

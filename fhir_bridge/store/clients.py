@@ -1,0 +1,158 @@
+"""The client registry of the FHIR API, the jti of assertions seen, and the signing key."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from fhir_bridge.store.models import ApiClient, AssertionJti, SigningKey
+
+ACCESS_TOKEN_KEY = "access-token"
+
+
+@dataclass(frozen=True)
+class ClientRow:
+    """One registered client; only public key material."""
+
+    client_id: str
+    name: str
+    role: str
+    organization: str | None
+    scopes: str
+    jwks: dict[str, Any] | None
+    jwks_url: str | None
+    enabled: bool
+    created_at: datetime
+
+    def public(self) -> dict[str, Any]:
+        """The JSON the CLI and API show (key ids, never key material)."""
+        kids = [k.get("kid") for k in (self.jwks or {}).get("keys", [])]
+        return {
+            "client_id": self.client_id,
+            "name": self.name,
+            "role": self.role,
+            "organization": self.organization,
+            "scopes": self.scopes.split(),
+            "keys": {"jwks_url": self.jwks_url} if self.jwks_url else {"kids": kids},
+            "enabled": self.enabled,
+            "created_at": self.created_at.isoformat(timespec="seconds"),
+        }
+
+
+def _row(c: ApiClient) -> ClientRow:
+    return ClientRow(
+        client_id=c.client_id,
+        name=c.name,
+        role=c.role,
+        organization=c.organization,
+        scopes=c.scopes,
+        jwks=json.loads(c.jwks) if c.jwks else None,
+        jwks_url=c.jwks_url,
+        enabled=c.enabled,
+        created_at=c.created_at,
+    )
+
+
+class ClientExists(Exception):
+    """A client with this client_id is already registered."""
+
+
+class ClientStore:
+    """Registered clients, the jti of every assertion seen, and the token signing key."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(
+        self,
+        *,
+        client_id: str,
+        name: str,
+        role: str,
+        organization: str | None,
+        scopes: str,
+        jwks: dict[str, Any] | None,
+        jwks_url: str | None,
+        now: datetime,
+    ) -> ClientRow:
+        """Register a client; ClientExists when the id is taken."""
+        try:
+            with self.session.begin_nested():
+                self.session.execute(
+                    insert(ApiClient).values(
+                        client_id=client_id,
+                        name=name,
+                        role=role,
+                        organization=organization,
+                        scopes=scopes,
+                        jwks=json.dumps(jwks) if jwks else None,
+                        jwks_url=jwks_url,
+                        enabled=True,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+        except IntegrityError:
+            raise ClientExists(client_id) from None
+        found = self.get(client_id)
+        assert found is not None
+        return found
+
+    def get(self, client_id: str) -> ClientRow | None:
+        """The client, enabled or not."""
+        c = self.session.scalar(select(ApiClient).where(ApiClient.client_id == client_id))
+        return _row(c) if c else None
+
+    def list(self) -> list[ClientRow]:
+        """Every client, by client_id."""
+        return [
+            _row(c) for c in self.session.scalars(select(ApiClient).order_by(ApiClient.client_id))
+        ]
+
+    def set_enabled(self, client_id: str, enabled: bool, *, now: datetime) -> bool:
+        """Enable or disable; False when there is no such client."""
+        result = self.session.execute(
+            update(ApiClient)
+            .where(ApiClient.client_id == client_id)
+            .values(enabled=enabled, updated_at=now)
+        )
+        return bool(result.rowcount)
+
+    def claim_jti(self, client_id: str, jti: str, *, expires_at: datetime, now: datetime) -> bool:
+        """Record an assertion's jti; False when it was already used and has not yet expired."""
+        self.session.execute(delete(AssertionJti).where(AssertionJti.expires_at <= now))
+        try:
+            with self.session.begin_nested():
+                self.session.execute(
+                    insert(AssertionJti).values(client_id=client_id, jti=jti, expires_at=expires_at)
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def signing_secret(self, *, now: datetime) -> str:
+        """The access-token secret, made on first use (every process of the store shares it)."""
+        found = self.session.scalar(
+            select(SigningKey.secret).where(SigningKey.name == ACCESS_TOKEN_KEY)
+        )
+        if found:
+            return found
+        try:
+            with self.session.begin_nested():
+                self.session.execute(
+                    insert(SigningKey).values(
+                        name=ACCESS_TOKEN_KEY, secret=secrets.token_urlsafe(48), created_at=now
+                    )
+                )
+        except IntegrityError:
+            pass  # another process made it first
+        return self.session.scalar(
+            select(SigningKey.secret).where(SigningKey.name == ACCESS_TOKEN_KEY)
+        )

@@ -1,0 +1,193 @@
+"""Da Vinci CDex Task Data Requests, answered end to end with the payer's own scope."""
+
+from __future__ import annotations
+
+import base64
+import json
+from html.parser import HTMLParser
+
+import pytest
+from fhir.resources.R4B.task import Task
+
+from tests.api.test_documentation import build_reviewed
+from tests.support.tokens import bearer
+
+FHIR_JSON = "application/fhir+json"
+CDEX_TEMP = "http://hl7.org/fhir/us/davinci-cdex/CodeSystem/cdex-temp"
+HREX_TEMP = "http://hl7.org/fhir/us/davinci-hrex/CodeSystem/hrex-temp"
+MEMBER_ID = "XQZ123456789"  # the session example's coverage member id
+
+
+@pytest.fixture
+def reviewed(runtime, app):
+    return build_reviewed(runtime, app)
+
+
+def data_request(kind: str, value: dict, patient: dict | None = None) -> dict:
+    return {
+        "resourceType": "Task",
+        "meta": {
+            "profile": [
+                "http://hl7.org/fhir/us/davinci-cdex/StructureDefinition/cdex-task-data-request"
+            ],
+            "tag": [{"system": CDEX_TEMP, "code": "claims-processing"}],
+        },
+        "status": "requested",
+        "intent": "order",
+        "code": {"coding": [{"system": CDEX_TEMP, "code": f"data-request-{kind}"}]},
+        "for": patient or {"reference": "Patient/pat-rivera"},
+        "authoredOn": "2026-11-29T08:00:00Z",
+        "requester": {
+            "identifier": {"system": "https://payers.example.org/payer-id", "value": "ACME"}
+        },
+        "owner": {
+            "identifier": {"system": "http://hl7.org/fhir/sid/us-npi", "value": "1245319599"}
+        },
+        "input": [
+            {"type": {"coding": [{"system": HREX_TEMP, "code": f"data-{kind}"}]}, **value},
+            {
+                "type": {"coding": [{"system": CDEX_TEMP, "code": "purpose-of-use"}]},
+                "valueCodeableConcept": {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/v3-ActReason",
+                            "code": "COVERAGE",
+                        }
+                    ]
+                },
+            },
+        ],
+    }
+
+
+def post_task(app, headers, body):
+    return app.test_client().post(
+        "/fhir/Task", data=json.dumps(body), content_type=FHIR_JSON, headers=headers
+    )
+
+
+def payer(app, org):
+    return bearer(app, role="payer", organization=org, scope="system/*.rs system/Task.cru")
+
+
+def test_a_query_request_is_completed_with_a_contained_searchset(reviewed):
+    app, _, org = reviewed
+    body = data_request(
+        "query", {"valueString": "Observation?patient=their-own-id&code=http://loinc.org|72514-3"}
+    )
+    resp = post_task(app, payer(app, org), body)
+    assert resp.status_code == 201, resp.get_json()
+    task = resp.get_json()
+    Task.model_validate(task)
+    assert task["status"] == "completed"
+    assert task["output"][0]["valueReference"] == {"reference": "#result"}
+    [bundle] = [c for c in task["contained"] if c["id"] == "result"]
+    assert bundle["type"] == "searchset"
+    values = [e["resource"]["valueQuantity"]["value"] for e in bundle["entry"]]
+    assert sorted(values) == sorted([7, 4, 5, 4, 3, 4])  # pain before and after, three visits
+    assert all(
+        e["resource"]["subject"]["reference"] == "Patient/pat-rivera" for e in bundle["entry"]
+    )
+    # the payer polls it
+    polled = app.test_client().get(f"/fhir/Task/{task['id']}", headers=payer(app, org))
+    assert polled.status_code == 200
+    assert polled.get_json()["status"] == "completed"
+
+
+@pytest.mark.parametrize(
+    ("code", "title"),
+    [
+        ("11506-3", "Progress note"),
+        ("18776-5", "Plan of care note"),
+        ("28570-0", "Procedure note"),
+        ("47420-5", "Functional status assessment note"),
+    ],
+)
+def test_a_document_request_gets_a_readable_note(reviewed, code, title):
+    app, _, org = reviewed
+    body = data_request(
+        "code",
+        {"valueCodeableConcept": {"coding": [{"system": "http://loinc.org", "code": code}]}},
+        patient={"identifier": {"system": "https://example.org/member", "value": MEMBER_ID}},
+    )
+    resp = post_task(app, payer(app, org), body)
+    assert resp.status_code == 201, resp.get_json()
+    task = resp.get_json()
+    Task.model_validate(task)
+    assert task["status"] == "completed", task.get("statusReason")
+    assert task["for"]["reference"] == "Patient/pat-rivera"
+    [doc] = [c for c in task["contained"] if c["resourceType"] == "DocumentReference"]
+    assert doc["type"]["coding"][0]["code"] == code
+    attachment = doc["content"][0]["attachment"]
+    assert attachment["contentType"] == "text/html"
+    page = base64.b64decode(attachment["data"]).decode()
+    text = _render(page)
+    assert title in text
+    assert "Rivera" in text
+    assert "Trigger point therapy" in text or code in ("18776-5",)
+    if code != "28570-0":
+        assert "7 -> 3" in text  # the pain course, first to latest before treatment
+
+
+def _render(page: str) -> str:
+    """Parse the HTML as a browser would (it must be well formed enough) and return its text."""
+
+    class Text(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.parts: list[str] = []
+
+        def handle_data(self, data: str) -> None:
+            self.parts.append(data)
+
+    parser = Text()
+    parser.feed(page)
+    parser.close()
+    assert page.startswith("<!DOCTYPE html>")
+    return " ".join(parser.parts)
+
+
+def test_a_patient_not_the_payers_member_is_rejected_like_an_unknown_one(reviewed):
+    app, _, _ = reviewed
+    other_payer = payer(app, "Organization/another-payer")
+    query = {"valueString": "Observation"}
+    for patient in ({"reference": "Patient/pat-rivera"}, {"reference": "Patient/nobody"}):
+        resp = post_task(app, other_payer, data_request("query", query, patient))
+        assert resp.status_code == 201
+        task = resp.get_json()
+        assert task["status"] == "rejected"
+        assert "not a member" in task["statusReason"]["text"]
+        assert "contained" not in task
+        # the payer can poll its own rejected request
+        polled = app.test_client().get(f"/fhir/Task/{task['id']}", headers=other_payer)
+        assert polled.status_code == 200
+
+
+def test_an_unsupported_document_code_is_rejected_with_the_supported_ones(reviewed):
+    app, _, org = reviewed
+    body = data_request(
+        "code",
+        {"valueCodeableConcept": {"coding": [{"system": "http://loinc.org", "code": "18842-5"}]}},
+    )
+    task = post_task(app, payer(app, org), body).get_json()
+    assert task["status"] == "rejected"
+    assert "11506-3" in task["statusReason"]["text"]
+
+
+def test_a_malformed_request_is_a_422_naming_the_element(reviewed):
+    app, _, org = reviewed
+    body = data_request("query", {"valueString": "Observation"})
+    body["input"] = body["input"][1:]  # only the purpose of use
+    resp = post_task(app, payer(app, org), body)
+    assert resp.status_code == 422
+    assert resp.get_json()["issue"][0]["expression"] == ["Task.input"]
+
+
+def test_another_payers_task_is_invisible(reviewed):
+    app, _, org = reviewed
+    task = post_task(
+        app, payer(app, org), data_request("query", {"valueString": "Goal"})
+    ).get_json()
+    assert task["status"] == "completed"
+    stranger = payer(app, "Organization/another-payer")
+    assert app.test_client().get(f"/fhir/Task/{task['id']}", headers=stranger).status_code == 404
