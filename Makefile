@@ -32,6 +32,7 @@ test: lint
 
 bench: install
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.auth
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache

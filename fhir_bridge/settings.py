@@ -66,6 +66,8 @@ class Settings:
     rate_limit_per_minute: int = 1200
     #: a search that runs longer is cancelled with a 503 (PostgreSQL statement timeout)
     search_timeout_seconds: int = 10
+    #: where AuditEvents wait (JSON lines) until the database has them; default instance/audit
+    audit_spool_dir: str = ""
 
     @property
     def fhir_base_url(self) -> str:

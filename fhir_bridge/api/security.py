@@ -8,9 +8,12 @@ scopes or its role do not allow the request, 429 with ``Retry-After`` past the r
 
 from __future__ import annotations
 
+import atexit
+import tempfile
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from threading import Lock
 from typing import Any
 
@@ -24,7 +27,7 @@ from fhir_bridge.security.scopes import parse_scopes
 from fhir_bridge.security.tokens import TokenInvalid
 from fhir_bridge.services import authorization
 from fhir_bridge.services.audit import AuditTrail
-from fhir_bridge.settings import Settings
+from fhir_bridge.settings import DEFAULT_INSTANCE_DIR, Settings
 from fhir_bridge.store.member_scope import MemberScope
 
 auth_api = Blueprint("auth_api", __name__)
@@ -45,6 +48,7 @@ CLINIC_PREFIX = "/api/v1/"
 CLINIC_ROLES = frozenset({"clinic", "admin"})
 DEV_PRINCIPAL = Principal("dev-open-access", "admin", None, tuple(parse_scopes("system/*.cruds")))
 _SECRET_KEY = "fhir_bridge_token_secret"
+DEFAULT_AUDIT_DIR = DEFAULT_INSTANCE_DIR / "audit"
 
 _READ_INTERACTIONS = {
     "fhir_read.read": "read",
@@ -305,9 +309,21 @@ def _audit(response: Response) -> Response:
     return response
 
 
+def _audit_trail(app: Flask, settings: Settings) -> AuditTrail:
+    """Spool under FHIR_BRIDGE_AUDIT_SPOOL_DIR; tests get a folder of their own and no thread."""
+    if settings.testing:
+        spool = Path(tempfile.mkdtemp(prefix="fhir-bridge-audit-"))
+    else:
+        spool = Path(settings.audit_spool_dir) if settings.audit_spool_dir else DEFAULT_AUDIT_DIR
+    trail = AuditTrail(app.extensions["fhir_bridge"], spool, background=not settings.testing)
+    if not settings.testing:
+        atexit.register(trail.close)
+    return trail
+
+
 def init_app(app: Flask, settings: Settings) -> None:
     """Register the discovery and token endpoints, guard every other request, audit access."""
-    app.extensions["fhir_bridge_audit"] = AuditTrail(app.extensions["fhir_bridge"])
+    app.extensions["fhir_bridge_audit"] = _audit_trail(app, settings)
     app.after_request(_audit)
     app.extensions["fhir_bridge_rate_limiter"] = _RateLimiter(settings.rate_limit_per_minute)
     app.extensions["fhir_bridge_dev_open_access"] = settings.dev_open_access

@@ -50,11 +50,11 @@ class RequestProblem(ValueError):
 
 
 def _codings(concept: Any) -> list[tuple[str | None, str | None]]:
-    if not isinstance(concept, dict):
+    """(system, code) pairs of a CodeableConcept, whatever shape the JSON has."""
+    codings = concept.get("coding") if isinstance(concept, dict) else None
+    if not isinstance(codings, list):
         return []
-    return [
-        (c.get("system"), c.get("code")) for c in concept.get("coding", []) if isinstance(c, dict)
-    ]
+    return [(c.get("system"), c.get("code")) for c in codings if isinstance(c, dict)]
 
 
 def is_data_request(task: dict[str, Any]) -> bool:
@@ -76,7 +76,10 @@ def read_request(task: dict[str, Any]) -> DataRequest:
     codes = _codings(task.get("code"))
     wanted = next((c for s, c in codes if s == CDEX_TEMP), None)
     queries, doc_codes = [], []
-    for i, inp in enumerate(task.get("input", []) or []):
+    inputs = task.get("input")
+    for i, inp in enumerate(inputs if isinstance(inputs, list) else []):
+        if not isinstance(inp, dict):
+            continue
         kinds = {c for _, c in _codings(inp.get("type"))}
         if "data-query" in kinds:
             if not isinstance(inp.get("valueString"), str) or not inp["valueString"].strip():

@@ -1,7 +1,11 @@
-"""The audit trail: AuditEvents written to the store after the response they describe is sent.
+"""The audit trail: AuditEvents spooled on local disk at once, stored in batches behind.
 
-A failed write never fails the request: the event goes to a local spool file (JSON lines) and
-the next successful write stores the spooled events first, so none is lost while the disk lasts.
+``record`` appends one JSON line to this process's spool file (tens of microseconds: the
+request it describes is never held up by the database). A flusher moves spooled events into
+the store in one transaction per batch; a failed write leaves them spooled for the next try,
+and spool files of processes that died are taken over, so an event survives a crash of the
+process and an outage of the database. Without a background flusher (tests, commands) each
+``record`` flushes at once.
 """
 
 from __future__ import annotations
@@ -9,62 +13,136 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import uuid
 from pathlib import Path
-from threading import Lock
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from fhir_bridge.services.runtime import Runtime
-from fhir_bridge.settings import DEFAULT_INSTANCE_DIR
 from fhir_bridge.store.db import write_session
 from fhir_bridge.store.repository import ResourceStore
 
 log = logging.getLogger(__name__)
-DEFAULT_SPOOL = DEFAULT_INSTANCE_DIR / "audit-spool.jsonl"
+FLUSH_INTERVAL_SECONDS = 0.5
+_SPOOL = "audit-{pid}.jsonl"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class AuditTrail:
-    """Writes AuditEvents; spools what the database cannot take right now."""
+    """Spools AuditEvents and stores them; ``flush`` stores what is spooled now."""
 
-    def __init__(self, runtime: Runtime, spool: Path = DEFAULT_SPOOL) -> None:
+    def __init__(self, runtime: Runtime, spool_dir: Path, *, background: bool = True) -> None:
         self.runtime = runtime
-        self.spool = spool
-        self._lock = Lock()
+        self.spool_dir = spool_dir
+        self.background = background
+        self._lock = threading.Lock()
+        self._flusher: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    @property
+    def spool_file(self) -> Path:
+        """This process's spool (a forked worker gets its own)."""
+        return self.spool_dir / _SPOOL.format(pid=os.getpid())
 
     def record(self, event: dict[str, Any]) -> None:
-        """Store one AuditEvent (never raises)."""
-        event = {**event, "id": uuid.uuid4().hex}
-        with self._lock:
-            pending: list[dict[str, Any]] = []
-            try:
-                pending = self._take_spool()
-                self._store([*pending, event])
-            except (SQLAlchemyError, OSError, ValueError) as exc:
-                log.error("audit write failed; event spooled", extra={"error": type(exc).__name__})
-                self._append_spool([*pending, event])
-
-    def _store(self, events: list[dict[str, Any]]) -> None:
-        with write_session(self.runtime.sessions) as session:
-            ResourceStore(session).bulk_create(events)
-
-    def _take_spool(self) -> list[dict[str, Any]]:
-        if not self.spool.exists():
-            return []
-        taken = self.spool.with_suffix(f".{os.getpid()}.taking")
-        os.replace(self.spool, taken)
-        events = [json.loads(line) for line in taken.read_text().splitlines() if line.strip()]
-        taken.unlink()
-        return events
-
-    def _append_spool(self, events: list[dict[str, Any]]) -> None:
+        """Spool one AuditEvent (never raises); store it now unless a flusher runs."""
+        line = json.dumps({**event, "id": uuid.uuid4().hex}, separators=(",", ":")) + "\n"
         try:
-            self.spool.parent.mkdir(parents=True, exist_ok=True)
-            with self.spool.open("a", encoding="utf-8") as f:
-                for e in events:
-                    f.write(json.dumps(e) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+            with self._lock:
+                self.spool_dir.mkdir(parents=True, exist_ok=True)
+                with self.spool_file.open("a", encoding="utf-8") as f:
+                    f.write(line)
         except OSError:
-            log.critical("audit spool unwritable: %d events lost", len(events))
+            log.critical("audit spool unwritable; storing the event directly")
+            self._store([json.loads(line)])
+            return
+        if self.background:
+            self._ensure_flusher()
+        else:
+            self.flush()
+
+    def flush(self) -> int:
+        """Store every spooled event (this process's and dead processes'); returns how many."""
+        stored = 0
+        with self._lock:
+            for path in self._claimable():
+                # a name of its own: a batch that failed before must not be overwritten
+                claimed = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex}.flushing")
+                try:
+                    os.replace(path, claimed)
+                except FileNotFoundError:
+                    continue  # another process took it
+                stored += self._store_file(claimed)
+            for leftover in sorted(self.spool_dir.glob("*.flushing")):
+                owner = leftover.name.split(".")[-3]
+                if owner == str(os.getpid()) or (owner.isdigit() and not _alive(int(owner))):
+                    stored += self._store_file(leftover)
+        return stored
+
+    def _claimable(self) -> list[Path]:
+        if not self.spool_dir.exists():
+            return []
+        out = []
+        for path in self.spool_dir.glob("audit-*.jsonl"):
+            pid = int(path.stem.split("-", 1)[1]) if path.stem.split("-", 1)[1].isdigit() else 0
+            if pid == os.getpid() or not _alive(pid):
+                out.append(path)
+        return out
+
+    def _store_file(self, path: Path) -> int:
+        events = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x]
+        if self._store(events):
+            path.unlink()
+            return len(events)
+        return 0  # kept: the next flush tries again
+
+    def _store(self, events: list[dict[str, Any]]) -> bool:
+        if not events:
+            return True
+        try:
+            try:
+                with write_session(self.runtime.sessions) as session:
+                    ResourceStore(session).bulk_create(events)
+            except IntegrityError:
+                # stored before a crash kept us from removing the spool: store the rest only
+                with write_session(self.runtime.sessions) as session:
+                    store = ResourceStore(session)
+                    fresh = [e for e in events if store.get("AuditEvent", e["id"]) is None]
+                    store.bulk_create(fresh)
+        except (SQLAlchemyError, OSError) as exc:
+            log.error(
+                "audit write failed; events stay spooled", extra={"error": type(exc).__name__}
+            )
+            return False
+        return True
+
+    def _ensure_flusher(self) -> None:
+        if self._flusher is not None and self._flusher.is_alive():
+            return
+        self._flusher = threading.Thread(target=self._run, name="audit-flusher", daemon=True)
+        self._flusher.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(FLUSH_INTERVAL_SECONDS):
+            try:
+                self.flush()
+            except Exception:
+                log.exception("audit flush failed")
+
+    def close(self) -> None:
+        """Stop the flusher and store what is spooled."""
+        self._stop.set()
+        if self._flusher is not None:
+            self._flusher.join(timeout=5)
+        self.flush()

@@ -8,9 +8,10 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from fhir_bridge.fhir.outcome import FhirError, error
 from fhir_bridge.fhir.search_query import SearchQuery
 from fhir_bridge.services.runtime import Runtime
-from fhir_bridge.store.db import read_session
+from fhir_bridge.store.db import StatementTimeout, deadline, read_session
 from fhir_bridge.store.errors import ResourceNotFound
 from fhir_bridge.store.member_scope import EVERYTHING, MemberScope, visible
 from fhir_bridge.store.models import ResourceVersion
@@ -69,6 +70,20 @@ def history(
 
 
 def search(runtime: Runtime, query: SearchQuery, scope: MemberScope = EVERYTHING) -> SearchPage:
-    """One page of a search within ``scope``, with includes; FhirError(400) for a bad cursor."""
+    """One page of a search within ``scope``, with includes; FhirError(400) for a bad cursor.
+
+    A search that runs past FHIR_BRIDGE_SEARCH_TIMEOUT_SECONDS is cancelled: 503 "too-costly".
+    """
     with read_session(runtime.sessions) as session:
-        return run_search(session, query, scope)
+        try:
+            with deadline(session, runtime.settings.search_timeout_seconds):
+                return run_search(session, query, scope)
+        except StatementTimeout:
+            raise FhirError(
+                503,
+                error(
+                    "too-costly",
+                    "The search took too long and was stopped; narrow it (patient, code, date)",
+                    "url",
+                ),
+            ) from None

@@ -5,12 +5,14 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -89,6 +91,42 @@ def read_session(factory: sessionmaker[Session]) -> Iterator[Session]:
             yield session
         finally:
             session.rollback()
+
+
+class StatementTimeout(Exception):
+    """A read ran past its deadline and was cancelled by the database."""
+
+
+@contextmanager
+def deadline(session: Session, seconds: float) -> Iterator[None]:
+    """Cancel the session's statements that run past ``seconds`` (StatementTimeout).
+
+    PostgreSQL: ``SET LOCAL statement_timeout`` for the transaction. SQLite: a progress
+    handler that interrupts the running statement once the deadline has passed.
+    """
+    if seconds <= 0:
+        yield
+        return
+    if is_postgres(session):
+        session.execute(text(f"SET LOCAL statement_timeout = {int(seconds * 1000)}"))
+        try:
+            yield
+        except OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) == "57014":  # query_canceled
+                raise StatementTimeout from None
+            raise
+        return
+    raw = session.connection().connection.dbapi_connection
+    stop_at = time.monotonic() + seconds
+    raw.set_progress_handler(lambda: int(time.monotonic() > stop_at), 10_000)
+    try:
+        yield
+    except OperationalError as exc:
+        if "interrupted" in str(exc.orig):
+            raise StatementTimeout from None
+        raise
+    finally:
+        raw.set_progress_handler(None, 0)
 
 
 _held = threading.local()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 import pytest
 from fhir.resources.R4B.auditevent import AuditEvent
@@ -114,27 +115,66 @@ def test_the_clinics_own_requests_are_not_audit_noise(seeded):
     assert audit_events(client) == []
 
 
-def test_a_failed_audit_write_is_spooled_and_stored_with_the_next(runtime, tmp_path, monkeypatch):
-    trail = AuditTrail(runtime, spool=tmp_path / "spool.jsonl")
-    real_store = trail._store
-    calls = {"n": 0}
-
-    def failing_once(events):
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise OSError("disk full")
-        real_store(events)
-
-    monkeypatch.setattr(trail, "_store", failing_once)
-    first = {"resourceType": "AuditEvent", "recorded": "2026-11-29T00:00:00Z", "action": "R"}
-    trail.record(first)
-    spooled = (tmp_path / "spool.jsonl").read_text().splitlines()
-    assert len(spooled) == 1
-    assert json.loads(spooled[0])["action"] == "R"
-    trail.record({**first, "action": "E"})
-    assert not (tmp_path / "spool.jsonl").exists()
+def count_audit_events(runtime) -> int:
     with runtime.engine.connect() as conn:
-        n = conn.execute(
+        return conn.execute(
             text("SELECT count(*) FROM resource WHERE resource_type = 'AuditEvent'")
         ).scalar_one()
-    assert n == 2
+
+
+EVENT = {"resourceType": "AuditEvent", "recorded": "2026-11-29T00:00:00Z", "action": "R"}
+
+
+def test_a_failed_audit_write_stays_spooled_and_is_stored_by_the_next_flush(
+    runtime, tmp_path, monkeypatch
+):
+    trail = AuditTrail(runtime, tmp_path, background=False)
+    real_store = trail._store
+    monkeypatch.setattr(trail, "_store", lambda events: False)  # the database is down
+    trail.record(EVENT)
+    trail.record({**EVENT, "action": "E"})
+    assert count_audit_events(runtime) == 0
+    spooled = [json.loads(x) for f in tmp_path.iterdir() for x in f.read_text().splitlines()]
+    assert sorted(e["action"] for e in spooled) == ["E", "R"]
+    monkeypatch.setattr(trail, "_store", real_store)  # it is back
+    assert trail.flush() == 2
+    assert count_audit_events(runtime) == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_spool_of_a_process_that_died_is_taken_over(runtime, tmp_path):
+    orphan = tmp_path / "audit-999999.jsonl"  # no such process
+    orphan.write_text(json.dumps({**EVENT, "id": "orphan-1"}) + "\n")
+    trail = AuditTrail(runtime, tmp_path, background=False)
+    assert trail.flush() == 1
+    assert count_audit_events(runtime) == 1
+
+
+def test_a_batch_stored_before_a_crash_is_not_stored_twice(runtime, tmp_path):
+    trail = AuditTrail(runtime, tmp_path, background=False)
+    trail.record(EVENT)  # stored
+    [stored_id] = [e["resource"]["id"] for e in _all_audit(runtime)]
+    # the spool was not removed (crash between commit and unlink), plus a new event
+    (tmp_path / "audit-999999.jsonl").write_text(
+        json.dumps({**EVENT, "id": stored_id}) + "\n" + json.dumps({**EVENT, "id": "new-1"}) + "\n"
+    )
+    assert trail.flush() == 2
+    assert count_audit_events(runtime) == 2
+
+
+def _all_audit(runtime) -> list[dict]:
+    with runtime.engine.connect() as conn:
+        ids = conn.execute(
+            text("SELECT resource_id FROM resource WHERE resource_type = 'AuditEvent'")
+        ).scalars()
+        return [{"resource": {"id": i}} for i in ids]
+
+
+def test_the_background_flusher_stores_events_without_being_asked(runtime, tmp_path):
+    trail = AuditTrail(runtime, tmp_path, background=True)
+    trail.record(EVENT)
+    deadline = time.monotonic() + 10
+    while count_audit_events(runtime) == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    trail.close()
+    assert count_audit_events(runtime) == 1

@@ -8,6 +8,8 @@ from html.parser import HTMLParser
 
 import pytest
 from fhir.resources.R4B.task import Task
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.api.test_documentation import build_reviewed
 from tests.support.tokens import bearer
@@ -191,3 +193,36 @@ def test_another_payers_task_is_invisible(reviewed):
     assert task["status"] == "completed"
     stranger = payer(app, "Organization/another-payer")
     assert app.test_client().get(f"/fhir/Task/{task['id']}", headers=stranger).status_code == 404
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+FIELDS = ["code", "for", "input", "intent", "status", "requester", "owner", "contained", "meta"]
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    field=st.sampled_from(FIELDS),
+    value=JSON_VALUES | JSON_VALUES.map(lambda v: {"coding": v}) | JSON_VALUES.map(lambda v: [v]),
+    in_input=st.booleans(),
+)
+def test_no_shape_of_data_request_gets_a_5xx(app, field, value, in_input):
+    body = data_request("query", {"valueString": "Observation"})
+    if in_input:
+        body["input"][0][field if field != "input" else "valueString"] = value
+    else:
+        body[field] = value
+    headers = bearer(
+        app, role="payer", organization="Organization/p", scope="system/*.rs system/Task.c"
+    )
+    resp = post_task(app, headers, body)
+    assert resp.status_code < 500, resp.get_data(as_text=True)
+    if resp.status_code >= 400:
+        assert all(i.get("expression") for i in resp.get_json()["issue"])
