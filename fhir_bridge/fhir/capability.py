@@ -60,7 +60,19 @@ def _resource_entry(resource_type: str, extra_interactions: tuple[str, ...]) -> 
         "searchInclude": [f"{resource_type}:{name}" for name in references],
         "searchRevInclude": revincludes,
         "searchParam": [*COMMON_PARAMS, *search_params],
+        **({"operation": list(_OPERATIONS[resource_type])} if resource_type in _OPERATIONS else {}),
     }
+
+
+#: operations on resource types (ServiceRequest/$documentation is the bridge's own; README)
+_OPERATIONS: dict[str, tuple[dict[str, str], ...]] = {
+    "Patient": (
+        {
+            "name": "everything",
+            "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+        },
+    ),
+}
 
 
 _BUNDLE_DOC = (

@@ -389,6 +389,18 @@ def openapi_spec(*, server_url: str, vocabulary: Vocabulary | None = None) -> di
         },
         servers=[{"url": server_url}],
     )
+    spec.components.security_scheme(
+        "smartBackendServices",
+        {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": (
+                "An access token from POST /auth/token (SMART Backend Services, "
+                "client_credentials with a private_key_jwt assertion); role clinic or admin."
+            ),
+        },
+    )
     spec.components.schema("SessionRecord", schema=SessionSchema)
     spec.components.schema("SessionView", schema=SessionViewSchema)
     spec.components.schema("SessionList", schema=SessionListSchema)
@@ -406,6 +418,7 @@ def openapi_spec(*, server_url: str, vocabulary: Vocabulary | None = None) -> di
     for path, operations in _referral_operations().items():
         spec.path(path=path, operations=operations)
     document = spec.to_dict()
+    document["security"] = [{"smartBackendServices": []}]
     if vocabulary is not None:
         _vocabulary_enums(document["components"]["schemas"], vocabulary)
     return copy.deepcopy(document)

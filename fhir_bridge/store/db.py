@@ -16,6 +16,9 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: psycopg prepares a statement after this many runs: in effect never (None would also refuse
+#: the statements that ask to be prepared)
+NEVER_AUTOMATICALLY = 2**31 - 1
 
 
 def make_engine(database_url: str, **kwargs: object) -> Engine:
@@ -31,7 +34,9 @@ def make_engine(database_url: str, **kwargs: object) -> Engine:
         # and PostgreSQL then may settle on a generic plan that ignores the actual values
         # (measured: identifier look-ups of a session went from ~1 ms to ~25 ms that way).
         connect_args = dict(kwargs.pop("connect_args", None) or {})  # type: ignore[call-overload]
-        connect_args.setdefault("prepare_threshold", None)
+        # Never automatically, that is; a query that asks (``prepare=True``) still may: the
+        # member check of store/member_scope.py, whose plan does not depend on its values.
+        connect_args.setdefault("prepare_threshold", NEVER_AUTOMATICALLY)
         kwargs["connect_args"] = connect_args
     return create_engine(url, **kwargs)
 
@@ -85,12 +90,16 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 
 @contextmanager
 def read_session(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """A session for reads; rolled back (never committed) on exit."""
+    """A session for reads. It ends with COMMIT (nothing was written, so it is the same as a
+    rollback) because psycopg forgets every prepared statement on ROLLBACK; on an error it
+    rolls back."""
     with factory() as session:
         try:
             yield session
-        finally:
+        except BaseException:
             session.rollback()
+            raise
+        session.commit()
 
 
 class StatementTimeout(Exception):

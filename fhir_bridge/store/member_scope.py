@@ -18,11 +18,13 @@ expression tree on every request (measured: 0.2 ms per search on this machine).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 
 from sqlalchemy import ColumnElement, DateTime, String, bindparam, false, text, true
+from sqlalchemy.orm import Session
 
 from fhir_bridge.fhir.search_params import COVERAGE_PERIOD, SEARCH_PARAMS
 
@@ -137,3 +139,49 @@ def visible(scope: MemberScope, resource_type: str) -> ColumnElement[bool]:
             bindparam("scope_high", scope.period_high or datetime.max, type_=DateTime),
         ]
     return text(sql).bindparams(*params)  # type: ignore[return-value]
+
+
+_DATES = frozenset({"scope_low", "scope_high"})
+
+
+def _member_check_sql(kind: str, *, pyformat: bool) -> str:
+    """``SELECT 1`` when one patient is the caller's member (``:name`` or ``%(name)s`` marks)."""
+    sql = "SELECT 1 WHERE " + (_PAYER_MEMBER if kind == "payer" else _EHR_MEMBER)
+    sql = sql.format(patient=":patient_id")
+    if pyformat:
+        for name in ("patient_id", "scope_org", "scope_low", "scope_high"):
+            sql = sql.replace(f":{name}", f"%({name})s")
+    return sql
+
+
+def members_among(session: Session, scope: MemberScope, patient_ids: Iterable[str]) -> set[str]:
+    """Which of ``patient_ids`` the scoped caller may see (one small query per id).
+
+    On PostgreSQL the check runs as a server-side prepared statement (psycopg's
+    ``prepare=True``, kept per connection): planning its joins costs about 1 ms, ten times
+    what running it does, and the plan does not depend on the values.
+    """
+    if scope.unrestricted:
+        return set(patient_ids)
+    params: dict[str, object] = {"scope_org": scope.organization_id or ""}
+    if scope.kind == "payer":
+        params["scope_low"] = scope.period_low or datetime.min
+        params["scope_high"] = scope.period_high or datetime.max
+    found = set()
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        raw = conn.connection.dbapi_connection
+        sql = _member_check_sql(scope.kind, pyformat=True)
+        for pid in patient_ids:
+            if raw.execute(sql, {**params, "patient_id": pid}, prepare=True).fetchone():
+                found.add(pid)
+        return found
+    check = text(_member_check_sql(scope.kind, pyformat=False))
+    for pid in patient_ids:
+        values = {**params, "patient_id": pid}
+        bound = check.bindparams(
+            *[bindparam(k, v, type_=DateTime if k in _DATES else String) for k, v in values.items()]
+        )
+        if session.execute(bound).first():
+            found.add(pid)
+    return found

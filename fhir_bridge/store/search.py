@@ -21,8 +21,14 @@ from fhir_bridge.fhir import jsonio
 from fhir_bridge.fhir.dates import MAX_DT, MIN_DT
 from fhir_bridge.fhir.outcome import FhirError, error
 from fhir_bridge.fhir.search_index import normalize_string
-from fhir_bridge.fhir.search_query import Criterion, SearchQuery
-from fhir_bridge.store.member_scope import EVERYTHING, MemberScope, visible
+from fhir_bridge.fhir.search_query import Criterion, ReferenceValue, SearchQuery
+from fhir_bridge.store.member_scope import (
+    COMPARTMENT_TYPES,
+    EVERYTHING,
+    MemberScope,
+    members_among,
+    visible,
+)
 from fhir_bridge.store.models import (
     ResourceVersion,
     SearchDate,
@@ -269,6 +275,43 @@ def _order(key_expr: Any, descending: bool, *, forward: bool) -> list[Any]:
     return cols
 
 
+def named_patients(query: SearchQuery) -> tuple[str, ...] | None:
+    """The patient ids a search of a compartment type is limited to by ``patient=``, if any."""
+    if query.resource_type not in COMPARTMENT_TYPES:
+        return None
+    for crit in query.criteria:
+        if (
+            crit.name != "patient"
+            or crit.type != "reference"
+            or crit.modifier not in (None, "Patient")
+        ):
+            continue
+        ids = []
+        for value in crit.values:
+            if not isinstance(value, ReferenceValue) or value.target_id is None:
+                break
+            if value.target_type not in (None, "Patient"):
+                break
+            ids.append(value.target_id)
+        else:
+            return tuple(ids)
+    return None
+
+
+def _scope_condition(session: Session, query: SearchQuery, scope: MemberScope) -> Any:
+    """The member condition; none at all when every patient the search names is a member.
+
+    Then the ``patient=`` criterion already keeps every row inside members' compartments, and
+    one prepared membership check replaces a per-row condition that is costly to plan.
+    """
+    if scope.unrestricted:
+        return visible(scope, query.resource_type)
+    named = named_patients(query)
+    if named and members_among(session, scope, named) == set(named):
+        return true()
+    return visible(scope, query.resource_type)
+
+
 def run_search(session: Session, query: SearchQuery, scope: MemberScope = EVERYTHING) -> SearchPage:
     """Execute ``query`` (one page) within ``scope``; FhirError(400) for a bad cursor or sort."""
     key_expr, descending, date_key = _sort_expression(query)
@@ -276,7 +319,7 @@ def run_search(session: Session, query: SearchQuery, scope: MemberScope = EVERYT
     snapshot = cursor.snapshot if cursor else current_sequence(session)
     where = [
         _visible(query.resource_type, snapshot),
-        visible(scope, query.resource_type),
+        _scope_condition(session, query, scope),
         *_conditions(query),
     ]
 

@@ -283,3 +283,60 @@ def test_a_payer_token_without_an_organization_sees_no_patient(matrix):
     headers = bearer(matrix, role="payer", organization=None, scope="system/*.rs")
     found, _ = all_pages(client, "/fhir/Patient", headers)
     assert found == []
+
+
+@pytest.mark.parametrize("who", CLIENTS)
+def test_everything_documentation_and_cdex_answers_follow_the_scope(matrix, who):
+    client, mine = matrix.test_client(), entitled(who)
+    role = "payer" if who in PAYERS else "ehr"
+    headers = bearer(
+        matrix, role=role, organization=f"Organization/{who}", scope="system/*.rs system/Task.c"
+    )
+    for i, pid in enumerate(PATIENTS):
+        everything = client.get(f"/fhir/Patient/{pid}/$everything?_count=4", headers=headers)
+        if pid not in mine:
+            assert everything.status_code == 404, pid
+        else:
+            found, _ = all_pages(client, f"/fhir/Patient/{pid}/$everything?_count=4", headers)
+            assert {patient_of(r) for r in found if r["resourceType"] != "Coverage"} == {pid}
+        if requester_of(i):
+            doc = client.get(f"/fhir/ServiceRequest/sr-{pid}/$documentation", headers=headers)
+            assert doc.status_code == (200 if pid in mine else 404), pid
+        task = client.post(
+            "/fhir/Task",
+            json={
+                "resourceType": "Task",
+                "status": "requested",
+                "intent": "order",
+                "code": {
+                    "coding": [
+                        {
+                            "system": "http://hl7.org/fhir/us/davinci-cdex/CodeSystem/cdex-temp",
+                            "code": "data-request-query",
+                        }
+                    ]
+                },
+                "for": {"reference": f"Patient/{pid}"},
+                "input": [
+                    {
+                        "type": {
+                            "coding": [
+                                {
+                                    "system": "http://hl7.org/fhir/us/davinci-hrex/CodeSystem/hrex-temp",
+                                    "code": "data-query",
+                                }
+                            ]
+                        },
+                        "valueString": "Observation",
+                    }
+                ],
+            },
+            headers=headers,
+        ).get_json()
+        if pid in mine:
+            assert task["status"] == "completed", pid
+            [bundle] = task["contained"]
+            assert {patient_of(e["resource"]) for e in bundle["entry"]} == {pid}
+        else:
+            assert task["status"] == "rejected", pid
+            assert "contained" not in task

@@ -415,3 +415,68 @@ def test_clients_cli_add_list_never_prints_key_material(database_url, runtime, r
     )
     assert refused.exit_code != 0
     assert "private key" in refused.output
+
+
+@pytest.fixture
+def jwks_server(rsa_key):
+    """A real HTTP server publishing the client's JWKS, as a client's own site would."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    body = rsa_key.jwks_text().encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if self.path == "/jwks.json" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body if self.path == "/jwks.json" else b"{}")
+
+        def log_message(self, *_args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_keys_published_at_a_jwks_url_are_fetched_and_jku_must_match(
+    client, runtime, rsa_key, jwks_server
+):
+    add_client(
+        runtime,
+        client_id="remote-keys",
+        name="Keys at a URL",
+        role="payer",
+        organization="Organization/org-payer-acme-health",
+        jwks_url=f"{jwks_server}/jwks.json",
+    )
+    ok = token_request(client, rsa_key.assertion("remote-keys", TOKEN_URL))
+    assert ok.status_code == 200, ok.get_json()
+    named = token_request(
+        client,
+        rsa_key.assertion("remote-keys", TOKEN_URL, headers={"jku": f"{jwks_server}/jwks.json"}),
+    )
+    assert named.status_code == 200
+    elsewhere = token_request(
+        client,
+        rsa_key.assertion("remote-keys", TOKEN_URL, headers={"jku": "https://evil.example/jwks"}),
+    )
+    assert elsewhere.status_code == 401
+    assert "jku" in elsewhere.get_json()["error_description"]
+
+
+def test_an_unreachable_jwks_url_is_invalid_client_not_a_500(client, runtime, rsa_key):
+    add_client(
+        runtime,
+        client_id="gone-keys",
+        name="Keys gone",
+        role="payer",
+        organization="Organization/org-payer-acme-health",
+        jwks_url="http://127.0.0.1:9/jwks.json",
+    )
+    resp = token_request(client, rsa_key.assertion("gone-keys", TOKEN_URL))
+    assert resp.status_code == 401
+    assert resp.get_json()["error"] == "invalid_client"

@@ -205,3 +205,14 @@ def test_everything_gives_only_what_the_token_may_read(reviewed):
         headers=bearer(app, role="payer", organization=payer_org, scope="system/Observation.rs"),
     )
     assert denied.status_code == 403
+
+
+def test_the_capability_statement_lists_patient_everything(client):
+    body = client.get("/fhir/metadata").get_json()
+    [patient] = [r for r in body["rest"][0]["resource"] if r["type"] == "Patient"]
+    assert patient["operation"] == [
+        {
+            "name": "everything",
+            "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+        }
+    ]

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, text
 
 from fhir_bridge.store.db import make_engine, read_session, write_session
 from fhir_bridge.store.errors import DuplicateIdentifier
@@ -181,4 +181,12 @@ def test_postgresql_connections_do_not_prepare_statements(runtime):
     if runtime.engine.dialect.name != "postgresql":
         pytest.skip("psycopg's prepared statements are PostgreSQL's")
     with runtime.engine.connect() as conn:
-        assert conn.connection.driver_connection.prepare_threshold is None
+        for _ in range(20):  # psycopg's default would prepare after 5 runs
+            conn.execute(text("SELECT count(*) FROM resource WHERE resource_id = :i"), {"i": "x"})
+        prepared = conn.execute(text("SELECT count(*) FROM pg_prepared_statements")).scalar_one()
+        assert prepared == 0
+        # a statement that asks to be prepared (the member check) still is
+        raw = conn.connection.driver_connection
+        raw.execute("SELECT 1 WHERE %(a)s::text = 'a'", {"a": "a"}, prepare=True)
+        prepared = conn.execute(text("SELECT count(*) FROM pg_prepared_statements")).scalar_one()
+        assert prepared == 1

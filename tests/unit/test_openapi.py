@@ -132,3 +132,9 @@ def test_the_document_is_fresh_each_time(spec: dict[str, Any]) -> None:
     ]["session_id"] = "changed"
     assert EXAMPLE_RECORD["session_id"] == "MMC-2026-000123"
     assert openapi_spec(server_url=SERVER) != spec
+
+
+def test_every_operation_needs_a_bearer_token(spec: dict[str, Any]) -> None:
+    assert spec["security"] == [{"smartBackendServices": []}]
+    scheme = spec["components"]["securitySchemes"]["smartBackendServices"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
