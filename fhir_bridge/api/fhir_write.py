@@ -43,6 +43,20 @@ def _inbound() -> Inbound:
     )
 
 
+def _payers_only_ask(is_data_request: bool) -> None:
+    """Payers write nothing but CDex data requests: referrals come from physicians."""
+    if current_principal().role == "payer" and not is_data_request:
+        raise FhirError(
+            403,
+            error(
+                "forbidden",
+                "A payer may only POST CDex data-request Tasks (Task.code data-request-query "
+                "or data-request-code)",
+                "http.Authorization",
+            ),
+        )
+
+
 def intake_policy() -> IntakePolicy:
     """Referral intake settings for this request (the value set, the clinic, now)."""
     settings = runtime().settings
@@ -90,7 +104,9 @@ def create(resource_type: str) -> Response:
     A CDex data-request Task is answered at once (services/cdex.py) instead of taken in.
     """
     inbound = _inbound()
-    if resource_type == "Task" and cdex.is_data_request_body(inbound.body):
+    is_data_request = resource_type == "Task" and cdex.is_data_request_body(inbound.body)
+    _payers_only_ask(is_data_request)
+    if is_data_request:
         settings = runtime().settings
         return _written(
             cdex.receive(
@@ -114,6 +130,7 @@ def create(resource_type: str) -> Response:
 @fhir_write.put(f"/<{_WRITABLE}:resource_type>/<resource_id>")
 def update(resource_type: str, resource_id: str) -> Response:
     """Update (200) or create with the client's id (201); If-Match makes it version-aware."""
+    _payers_only_ask(False)
     inbound = _inbound()
     header = request.headers.get("If-Match")
     if_match = fhir_writes.parse_if_match(header) if header else None
@@ -132,6 +149,7 @@ def update(resource_type: str, resource_id: str) -> Response:
 @fhir_write.post("", strict_slashes=False)
 def bundle() -> Response:
     """A transaction (all or nothing) or batch (entry by entry) Bundle."""
+    _payers_only_ask(False)
     body = fhir_writes.process_bundle(
         runtime(), _inbound(), prefer=prefer_return(), policy=intake_policy()
     )

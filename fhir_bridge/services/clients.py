@@ -19,7 +19,7 @@ _ORGANIZATION = re.compile(r"^Organization/[A-Za-z0-9\-.]{1,64}$")
 #: what each role may be granted unless told otherwise
 DEFAULT_SCOPES = {
     "payer": "system/*.rs system/Task.cru",
-    "ehr": "system/*.rs system/ServiceRequest.cu system/Task.cu",
+    "ehr": "system/*.rs system/*.cu",
     "clinic": "system/*.cruds",
     "admin": "system/*.cruds",
 }

@@ -226,3 +226,21 @@ def test_no_shape_of_data_request_gets_a_5xx(app, field, value, in_input):
     assert resp.status_code < 500, resp.get_data(as_text=True)
     if resp.status_code >= 400:
         assert all(i.get("expression") for i in resp.get_json()["issue"])
+
+
+def test_a_payer_cannot_send_referrals_or_bundles(reviewed):
+    app, sr_id, org = reviewed
+    headers = bearer(app, role="payer", organization=org, scope="system/*.cruds")
+    client = app.test_client()
+    referral = client.get(f"/fhir/ServiceRequest/{sr_id}").get_json()
+    for method, url, body in (
+        ("POST", "/fhir/ServiceRequest", {**referral, "id": None}),
+        ("PUT", f"/fhir/ServiceRequest/{sr_id}", referral),
+        ("POST", "/fhir", {"resourceType": "Bundle", "type": "transaction", "entry": []}),
+        ("POST", "/fhir/Task", {"resourceType": "Task", "status": "requested", "intent": "order"}),
+    ):
+        resp = client.open(
+            url, method=method, data=json.dumps(body), content_type=FHIR_JSON, headers=headers
+        )
+        assert resp.status_code == 403, (method, url)
+        assert resp.get_json()["issue"][0]["code"] == "forbidden"
