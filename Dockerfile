@@ -9,8 +9,10 @@ RUN pip install --no-cache-dir --upgrade pip \
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     FHIR_BRIDGE_DATABASE_URL=sqlite:////var/lib/fhir-bridge/fhir-bridge.db \
-    FHIR_BRIDGE_MAPPINGS_DIR=/opt/fhir-bridge/mappings
-RUN useradd --system --uid 10001 --home-dir /var/lib/fhir-bridge --create-home bridge
+    FHIR_BRIDGE_MAPPINGS_DIR=/opt/fhir-bridge/mappings \
+    FHIR_BRIDGE_AUDIT_SPOOL_DIR=/var/lib/fhir-bridge/audit
+RUN useradd --system --uid 10001 --home-dir /var/lib/fhir-bridge --create-home bridge \
+ && install -d -o bridge -g bridge /var/lib/fhir-bridge/audit
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 COPY mappings /opt/fhir-bridge/mappings
