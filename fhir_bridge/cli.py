@@ -1,4 +1,4 @@
-"""The ``fhir-bridge`` command: serve, db upgrade, load, import."""
+"""The ``fhir-bridge`` command: serve, db upgrade, load, import, worker, poll, partners ..."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import click
 from fhir_bridge.commands.clients import clients
 from fhir_bridge.commands.deliveries import deliveries, worker
 from fhir_bridge.commands.partners import partners
+from fhir_bridge.commands.poll import poll
 from fhir_bridge.settings import Settings, SettingsError
 
 
@@ -38,6 +39,7 @@ main.add_command(worker)
 main.add_command(deliveries)
 main.add_command(partners)
 main.add_command(clients)
+main.add_command(poll)
 
 
 @main.group()

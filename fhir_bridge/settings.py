@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 PREFIX = "FHIR_BRIDGE_"
 DEFAULT_INSTANCE_DIR = Path.cwd() / "instance"
@@ -32,6 +34,17 @@ def parse_int(name: str, raw: str) -> int:
         return int(raw)
     except ValueError:
         raise SettingsError(f"{PREFIX}{name}: expected an integer, got {raw!r}") from None
+
+
+def parse_float(name: str, raw: str) -> float:
+    """Parse a finite number (``10``, ``0.5``), naming the variable when it is not one."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{PREFIX}{name}: expected a number, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise SettingsError(f"{PREFIX}{name}: expected a finite number, got {raw!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -68,6 +81,52 @@ class Settings:
     search_timeout_seconds: int = 10
     #: where AuditEvents wait (JSON lines) until the database has them; default instance/audit
     audit_spool_dir: str = ""
+    # the delivery worker (``fhir-bridge worker``; its options override these)
+    #: first retry delay; it doubles per failed attempt (full jitter) up to the cap
+    delivery_backoff_base_seconds: float = 10.0
+    delivery_backoff_cap_seconds: float = 3600.0
+    #: a delivery failing this long since its first failed attempt becomes a dead letter
+    delivery_give_up_hours: float = 72.0
+    #: a claimed delivery is the worker's for this long; after it another worker may take it
+    delivery_lease_seconds: float = 120.0
+    #: deliveries claimed per cycle
+    delivery_batch_size: int = 20
+    #: seconds to wait for a partner's answer to one delivery
+    delivery_timeout_seconds: float = 10.0
+    #: the worker loop's poll interval: how long it waits after a cycle that found nothing due
+    worker_idle_seconds: float = 5.0
+    #: where to POST a JSON alert when a partner starts failing (empty: ERROR log line only)
+    alert_webhook_url: str = ""
+
+    def __post_init__(self) -> None:
+        """Refuse delivery settings the worker cannot use, naming the variable."""
+        positive = (
+            "delivery_backoff_base_seconds",
+            "delivery_backoff_cap_seconds",
+            "delivery_give_up_hours",
+            "delivery_lease_seconds",
+            "delivery_batch_size",
+            "delivery_timeout_seconds",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{PREFIX}{name.upper()}: must be greater than 0")
+        if self.worker_idle_seconds < 0:
+            raise SettingsError(f"{PREFIX}WORKER_IDLE_SECONDS: must not be negative")
+        if self.delivery_backoff_cap_seconds < self.delivery_backoff_base_seconds:
+            raise SettingsError(
+                f"{PREFIX}DELIVERY_BACKOFF_CAP_SECONDS: must not be below "
+                f"{PREFIX}DELIVERY_BACKOFF_BASE_SECONDS"
+            )
+        # a lease must outlast one send (two timeouts on a 401 refresh, plus the token request)
+        if self.delivery_lease_seconds <= 3 * self.delivery_timeout_seconds:
+            raise SettingsError(
+                f"{PREFIX}DELIVERY_LEASE_SECONDS: must be more than 3 x "
+                f"{PREFIX}DELIVERY_TIMEOUT_SECONDS ({3 * self.delivery_timeout_seconds:g})"
+            )
+        hook = urlsplit(self.alert_webhook_url)
+        if self.alert_webhook_url and (hook.scheme not in ("http", "https") or not hook.netloc):
+            raise SettingsError(f"{PREFIX}ALERT_WEBHOOK_URL: expected an http(s) URL")
 
     @property
     def fhir_base_url(self) -> str:
@@ -87,6 +146,8 @@ class Settings:
                 values[f.name] = parse_bool(f.name.upper(), raw)
             elif f.type == "int":
                 values[f.name] = parse_int(f.name.upper(), raw)
+            elif f.type == "float":
+                values[f.name] = parse_float(f.name.upper(), raw)
             else:
                 values[f.name] = raw
         settings = cls(**values)

@@ -12,15 +12,16 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
-from fhir_bridge.settings import Settings, SettingsError
+from fhir_bridge.settings import PREFIX, Settings, SettingsError
 
 if TYPE_CHECKING:
     from fhir_bridge.services.runtime import Runtime
@@ -77,6 +78,27 @@ def single_worker(database_url: str) -> Iterator[None]:
         handle.close()  # closing releases the lock
 
 
+def _setting_option(
+    flag: str, field: str, text: str, kind: type = float
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """An option overriding Settings.``field`` (env FHIR_BRIDGE_``FIELD``); unset: the setting."""
+    return click.option(
+        flag, field, type=kind, default=None, help=f"{text} [env {PREFIX}{field.upper()}]"
+    )
+
+
+def _worker_settings(rt: Runtime, overrides: dict[str, Any], webhook: str | None) -> Settings:
+    """The runtime's settings with the worker's command-line options applied (and checked)."""
+    chosen = {k: v for k, v in overrides.items() if v is not None}
+    if webhook is not None:
+        chosen["alert_webhook_url"] = webhook
+    try:
+        return replace(rt.settings, **chosen)
+    except SettingsError as exc:
+        rt.dispose()
+        raise click.ClickException(f"{exc} (the worker's options override it)") from None
+
+
 @click.command("worker")
 @click.option("--once", is_flag=True, help="Run one cycle (route, claim, send) and exit.")
 @click.option(
@@ -87,30 +109,51 @@ def single_worker(database_url: str) -> Iterator[None]:
 )
 @click.option(
     "--alert-webhook",
-    envvar=ALERT_WEBHOOK_ENV,
     default=None,
     help=f"URL to POST a JSON alert to when a partner starts failing (env {ALERT_WEBHOOK_ENV}).",
 )
-def worker(once: bool, worker_id: str | None, alert_webhook: str | None) -> None:
-    """Deliver outbox events to partners' FHIR servers until stopped (SIGTERM, Ctrl-C)."""
-    from fhir_bridge.exchange.worker import Worker
+@click.option(
+    "--poll-every",
+    type=click.FloatRange(min=1),
+    default=None,
+    metavar="SECONDS",
+    help="Also poll physicians registered with --poll for referrals, at most this often "
+    "(default: never; see `fhir-bridge poll`).",
+)
+@_setting_option("--backoff-base", "delivery_backoff_base_seconds", "First retry delay, s.")
+@_setting_option("--backoff-cap", "delivery_backoff_cap_seconds", "Longest retry delay, s.")
+@_setting_option("--give-up-hours", "delivery_give_up_hours", "Dead letter after failing so long.")
+@_setting_option("--lease-seconds", "delivery_lease_seconds", "How long a claim holds a row.")
+@_setting_option("--batch-size", "delivery_batch_size", "Deliveries claimed per cycle.", int)
+@_setting_option("--idle-seconds", "worker_idle_seconds", "Pause after a cycle with nothing due.")
+@_setting_option("--timeout", "delivery_timeout_seconds", "Seconds to wait for a partner.")
+def worker(
+    once: bool,
+    worker_id: str | None,
+    alert_webhook: str | None,
+    poll_every: float | None,
+    **overrides: Any,
+) -> None:
+    """Deliver outbox events to partners' FHIR servers until stopped (SIGTERM, Ctrl-C).
+
+    The delivery options override their FHIR_BRIDGE_* settings (shown with each option).
+    """
+    from fhir_bridge.exchange.worker import Worker, default_router
     from fhir_bridge.logs import configure_logging
 
     rt = _runtime()
-    settings = rt.settings
+    settings = _worker_settings(rt, overrides, alert_webhook)
     if not settings.testing:
         configure_logging(settings.log_level, json=settings.log_json)
     stop = threading.Event()
     name = worker_id or f"{socket.gethostname()}:{os.getpid()}"
     try:
+        route = default_router
+        if poll_every is not None:
+            route = _polling_router(rt, poll_every)
         with single_worker(settings.database_url):
-            runner = Worker(
-                rt,
-                worker_id=name,
-                clock=_utcnow,
-                sleep=stop.wait,
-                timeout=float(settings.fetch_timeout_seconds),
-                alert_webhook=alert_webhook,
+            runner = Worker.from_settings(
+                rt, settings, worker_id=name, clock=_utcnow, sleep=stop.wait, route=route
             )
             if once:
                 click.echo(f"{runner.run_once()} deliveries attempted")
@@ -121,6 +164,23 @@ def worker(once: bool, worker_id: str | None, alert_webhook: str | None) -> None
             runner.run_forever(stop)
     finally:
         rt.dispose()
+
+
+def _polling_router(rt: Runtime, every: float) -> Callable[[Runtime], int]:
+    """The worker's router, preceded at most every ``every`` seconds by a referral poll cycle
+    (the worker calls its router at the start of every cycle)."""
+    from fhir_bridge.commands.poll import make_poller
+    from fhir_bridge.exchange.worker import default_router
+    from fhir_bridge.services.referral_poll import PollSchedule
+
+    poller = make_poller(rt, page_size=50)
+    schedule = PollSchedule(poller.poll_all, every)
+
+    def route(runtime: Runtime) -> int:
+        schedule.run_if_due()
+        return default_router(runtime)
+
+    return route
 
 
 @click.group("deliveries")

@@ -59,7 +59,14 @@ def partners() -> None:
     multiple=True,
     metavar="TYPE",
     help="An event type to deliver (repeatable). Default: physician: all referral.* and "
-    f"session.documented; payer: session.documented. Types: {', '.join(EVENT_TYPES)}.",
+    f"session.documented; payer: session.documented. Types: {', '.join(EVENT_TYPES)}; "
+    "poll-referrals (physicians) asks `fhir-bridge poll` to pull referrals from the server.",
+)
+@click.option(
+    "--poll",
+    is_flag=True,
+    help="physician: also poll its server for referrals addressed to the clinic "
+    "(adds poll-referrals to the events; see `fhir-bridge poll`).",
 )
 @click.option(
     "--identifier",
@@ -96,6 +103,7 @@ def add(
     alg: str | None,
     scopes: tuple[str, ...],
     kid: str | None,
+    poll: bool,
 ) -> None:
     """Register partner KEY (enabled at once). Stores where secrets live, never the secrets."""
     from fhir_bridge.services import partners as service
@@ -117,6 +125,7 @@ def add(
         alg=alg,
         scopes=scopes,
         kid=kid,
+        poll=poll,
     )
     rt = _runtime()
     try:
@@ -134,8 +143,10 @@ def add(
         ) from None
     finally:
         rt.dispose()
+    delivered = [e for e in row.events if e != service.POLL_EVENT]
+    polled = ", polled for referrals" if service.POLL_EVENT in row.events else ""
     click.echo(
-        f"partner {row.key} added ({row.kind}, {len(row.events)} event types, "
+        f"partner {row.key} added ({row.kind}, {len(delivered)} event types{polled}, "
         f"auth {row.auth_kind}, enabled)"
     )
 

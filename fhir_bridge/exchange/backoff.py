@@ -65,7 +65,8 @@ def retry_after_seconds(header_value: str | None, now: datetime) -> float | None
 
 
 def given_up(
-    first_attempt_at: datetime, now: datetime, *, max_age: timedelta = DEFAULT_MAX_AGE
+    first_failed_at: datetime, now: datetime, *, max_age: timedelta = DEFAULT_MAX_AGE
 ) -> bool:
-    """True when a delivery has been failing for ``max_age`` or longer: make it a dead letter."""
-    return _utc(now) - _utc(first_attempt_at) >= max_age
+    """True when a delivery has been failing for ``max_age`` or longer since its first failed
+    attempt (not since it was queued): make it a dead letter."""
+    return _utc(now) - _utc(first_failed_at) >= max_age

@@ -2,17 +2,21 @@
 
 One cycle (``run_once``): ``route_pending`` turns new outbox events into delivery rows; a claim
 leases up to ``batch`` due rows (fair over partners, oldest-first per patient: see
-``store.delivery_queue``); each row's Bundle is built once and stored (retries resend those
-bytes), POSTed with the partner's auth, and the result recorded:
+``store.delivery_queue``); each row's Bundle is built once and stored before it is first sent
+(retries resend those bytes), POSTed with the partner's auth, and the result recorded. The
+database work is per batch: one claim, one read of the rows, one read transaction building the
+missing Bundles and one write storing them, one write recording every result.
 
 * 2xx: delivered. Any other 4xx (and a 401 a fresh token did not cure): a dead letter with the
   partner's OperationOutcome kept.
 * Retryable (network, 408/425/429/5xx, no token): retried after exponential backoff with full
-  jitter, never sooner than a ``Retry-After`` asks; once a row has failed for ``max_age``
-  (72 h) it becomes a dead letter instead.
-* A crash mid-send records nothing: the lease expires and another worker (or this one) sends
-  the same stored bytes again. Delivery is at least once; partners' conditional creates make
-  it effectively once.
+  jitter, never sooner than a ``Retry-After`` asks; a failure ``max_age`` (72 h) or more after
+  the row's first failed attempt (``first_failed_at``, set by the queue on the first failure
+  and cleared by a requeue) makes it a dead letter instead. Time a row waited before its
+  first attempt (a backlog behind an outage) does not count.
+* A crash before the batch's results are recorded records nothing: the leases expire and
+  another worker (or this one) sends the same stored bytes again. Delivery is at least once;
+  partners' conditional creates make it effectively once.
 
 After a retryable failure, the partner's remaining rows in the batch are given back unsent (a
 down partner costs one timeout per cycle, not one per row); when the lease is about to run
@@ -27,7 +31,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -45,6 +49,7 @@ from fhir_bridge.store.partners import PartnerRow, PartnerStore
 
 if TYPE_CHECKING:
     from fhir_bridge.services.runtime import Runtime
+    from fhir_bridge.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +117,6 @@ class Worker:
         backoff_base: float = backoff.DEFAULT_BASE,
         backoff_cap: float = backoff.DEFAULT_CAP,
         max_age: timedelta = backoff.DEFAULT_MAX_AGE,
-        min_attempts: int = 5,
         idle_seconds: float = 5.0,
         alert_webhook: str | None = None,
         alert_after: int = 3,
@@ -123,8 +127,8 @@ class Worker:
         auth_factory: AuthFactory | None = None,
     ) -> None:
         """``clock`` returns naive UTC; ``sleep`` waits between idle cycles (pass
-        ``stop_event.wait`` to stop promptly). ``min_attempts``: a row is given up after
-        ``max_age`` only once it has had that many attempts (since it was created or requeued).
+        ``stop_event.wait`` to stop promptly). ``max_age``: give up this long after a row's
+        first failed attempt.
         ``route``/``build``/``auth_factory`` default to the services and ``partner_auth``.
         """
         self.runtime = runtime
@@ -138,7 +142,6 @@ class Worker:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.max_age = max_age
-        self.min_attempts = min_attempts
         self.idle_seconds = idle_seconds
         self.alert_webhook = alert_webhook
         self.alert_after = alert_after
@@ -150,10 +153,44 @@ class Worker:
         self._auth: dict[tuple[int, datetime], PartnerAuth] = {}
         self._health: dict[int, _Health] = {}
 
+    @classmethod
+    def from_settings(
+        cls,
+        runtime: Runtime,
+        settings: Settings | None = None,
+        *,
+        worker_id: str,
+        clock: Clock,
+        sleep: Callable[[float], object],
+        **kwargs: Any,
+    ) -> Worker:
+        """A worker configured from ``settings`` (default ``runtime.settings``): backoff,
+        give-up, lease, batch, idle pause, timeout and alert webhook; ``kwargs`` win.
+        """
+        s = settings or runtime.settings
+        configured: dict[str, Any] = {
+            "batch": s.delivery_batch_size,
+            "lease_seconds": s.delivery_lease_seconds,
+            "timeout": s.delivery_timeout_seconds,
+            "backoff_base": s.delivery_backoff_base_seconds,
+            "backoff_cap": s.delivery_backoff_cap_seconds,
+            "max_age": timedelta(hours=s.delivery_give_up_hours),
+            "idle_seconds": s.worker_idle_seconds,
+            "alert_webhook": s.alert_webhook_url or None,
+        }
+        return cls(
+            runtime, worker_id=worker_id, clock=clock, sleep=sleep, **{**configured, **kwargs}
+        )
+
     # -- the cycle -------------------------------------------------------------------------
 
     def run_once(self) -> int:
-        """Route, claim and send one batch; the number of deliveries attempted."""
+        """Route, claim and send one batch; the number of deliveries attempted.
+
+        Database work is per batch, not per row: one claim, one read of the rows and their
+        partners, one write storing the payloads built for rows sent for the first time, and
+        one write recording every result (and giving back the rows not sent).
+        """
         self.route(self.runtime)
         now = self.clock()
         with write_session(self.runtime.sessions) as session:
@@ -168,33 +205,47 @@ class Worker:
         if not pks:
             return 0
         lease = queue.lease_deadline(now, self.lease_seconds)
+        with read_session(self.runtime.sessions) as session:
+            jobs = queue.jobs(session, pks)
+            store = PartnerStore(session)
+            partners = {
+                pk: row
+                for pk in {j.partner_pk for j in jobs.values()}
+                if (row := store.by_pk(pk)) is not None
+            }
+        sendable = {
+            pk: job
+            for pk, job in jobs.items()
+            if (p := partners.get(job.partner_pk)) is not None and p.enabled
+        }
+        payloads, broken = self._payloads(list(sendable.values()))
         # a send may take two timeouts (401 then retry) plus a token request
         margin = timedelta(seconds=3 * self.timeout)
         attempted = 0
         unsent: list[int] = []
         failing: set[int] = set()
+        results: list[tuple[queue.Job, SendResult, datetime]] = []
         for index, pk in enumerate(pks):
             if self.clock() + margin >= lease:
                 unsent.extend(pks[index:])
                 break
-            with read_session(self.runtime.sessions) as session:
-                job = queue.job(session, pk)
-                partner = PartnerStore(session).by_pk(job.partner_pk) if job else None
-            if job is None or partner is None or not partner.enabled:
+            job = sendable.get(pk)
+            if job is None or job.partner_pk in failing:
                 unsent.append(pk)
                 continue
-            if job.partner_pk in failing:
-                unsent.append(pk)
+            if pk in broken:
+                # not the partner's fault: no alert; retried with backoff like a failure
+                error = f"payload could not be built ({broken[pk]})"
+                results.append((job, SendResult("retry", error=error), self.clock()))
                 continue
-            result = self._deliver(job, partner, lease)
-            if result is None:
-                continue
+            partner = partners[job.partner_pk]
+            result = self._send(partner, payloads[pk])
+            results.append((job, result, self.clock()))
+            self._track(partner, result)
             attempted += 1
             if result.outcome == "retry":
                 failing.add(job.partner_pk)
-        if unsent:
-            with write_session(self.runtime.sessions) as session:
-                queue.release(session, unsent, lease=lease)
+        self._record_all(results, unsent, lease)
         return attempted
 
     def run_forever(self, stop_event: threading.Event) -> None:
@@ -219,46 +270,48 @@ class Worker:
 
     # -- one delivery ----------------------------------------------------------------------
 
-    def _deliver(self, job: queue.Job, partner: PartnerRow, lease: datetime) -> SendResult | None:
-        """Send one claimed row and record the result; None when it could not be attempted."""
-        payload = job.payload
-        if payload is None:
-            try:
-                payload = self._store_payload(job.pk)
-            except Exception as exc:
-                # not the partner's fault: no alert; retried with backoff like a failure
-                log.error(
-                    "delivery payload could not be built",
-                    extra={"delivery": job.pk, "error_type": type(exc).__name__},
-                )
-                self._record(
-                    job,
-                    SendResult("retry", error=f"payload could not be built ({type(exc).__name__})"),
-                    lease,
-                )
-                return None
+    def _payloads(self, jobs: Sequence[queue.Job]) -> tuple[dict[int, bytes], dict[int, str]]:
+        """Every job's Bundle: stored ones as they are; the others built in one read
+        transaction and stored in one write (the first stored payload of a row wins).
+        Returns the payloads and, for rows whose Bundle could not be built, the error type.
+        """
+        payloads = {job.pk: job.payload for job in jobs if job.payload is not None}
+        missing = [job.pk for job in jobs if job.payload is None]
+        built: dict[int, bytes] = {}
+        broken: dict[int, str] = {}
+        if not missing:
+            return payloads, broken
+        with read_session(self.runtime.sessions) as session:
+            for pk in missing:
+                try:
+                    built[pk] = jsonio.dumps(self.build(session, pk))
+                except Exception as exc:
+                    session.rollback()  # a failed statement must not poison the next build
+                    log.error(
+                        "delivery payload could not be built",
+                        extra={"delivery": pk, "error_type": type(exc).__name__},
+                    )
+                    broken[pk] = type(exc).__name__
+        if built:
+            with write_session(self.runtime.sessions) as session:
+                built = queue.store_payloads(session, built)
+        return {**payloads, **built}, broken
+
+    def _send(self, partner: PartnerRow, payload: bytes) -> SendResult:
+        """POST one payload with the partner's auth."""
         try:
             auth = self._auth_for(partner)
         except Exception as exc:
             # AuthConfigError, SecretUnavailable: the partner's auth settings are unusable
-            result = SendResult("retry", error=f"partner auth not usable ({type(exc).__name__})")
-        else:
-            result = send_bundle(
-                partner.base_url,
-                payload,
-                auth=auth,
-                session=self.http,
-                timeout=self.timeout,
-                now=self.clock(),
-            )
-        self._record(job, result, lease)
-        self._track(partner, result)
-        return result
-
-    def _store_payload(self, pk: int) -> bytes:
-        with write_session(self.runtime.sessions) as session:
-            bundle = self.build(session, pk)
-            return queue.store_payload(session, pk, jsonio.dumps(bundle))
+            return SendResult("retry", error=f"partner auth not usable ({type(exc).__name__})")
+        return send_bundle(
+            partner.base_url,
+            payload,
+            auth=auth,
+            session=self.http,
+            timeout=self.timeout,
+            now=self.clock(),
+        )
 
     def _auth_for(self, partner: PartnerRow) -> PartnerAuth:
         key = (partner.pk, partner.updated_at)
@@ -268,52 +321,67 @@ class Worker:
             self._auth[key] = self.auth_factory(partner, self.http)
         return self._auth[key]
 
-    def _record(self, job: queue.Job, result: SendResult, lease: datetime) -> None:
-        now = self.clock()
-        attempt = job.attempts + 1
+    def _record_all(
+        self,
+        results: Sequence[tuple[queue.Job, SendResult, datetime]],
+        unsent: Sequence[int],
+        lease: datetime,
+    ) -> None:
+        """Record every result (each at the time it came) and give back the unsent rows, in
+        one transaction. A crash before it records nothing: the rows are sent again."""
+        if not results and not unsent:
+            return
         with write_session(self.runtime.sessions) as session:
-            if result.outcome == "delivered":
-                ours = queue.complete(
-                    session, job.pk, now=now, status_code=result.status, lease=lease
-                )
-            elif result.outcome == "dead":
-                ours = queue.dead(
-                    session,
-                    job.pk,
-                    now=now,
-                    status_code=result.status,
-                    error=result.error,
-                    outcome=result.outcome_body,
-                    lease=lease,
-                )
-            elif attempt >= self.min_attempts and backoff.given_up(
-                job.created_at, now, max_age=self.max_age
-            ):
-                ours = queue.dead(
-                    session,
-                    job.pk,
-                    now=now,
-                    status_code=result.status,
-                    error=f"gave up after {self.max_age}: {result.error}",
-                    outcome=result.outcome_body,
-                    lease=lease,
-                )
-            else:
-                ours = queue.retry_later(
-                    session,
-                    job.pk,
-                    now=now,
-                    next_at=now + timedelta(seconds=self._delay(attempt, result)),
-                    status_code=result.status,
-                    error=result.error,
-                    outcome=result.outcome_body,
-                    lease=lease,
-                )
-        if not ours:
+            lost = [
+                (job, result)
+                for job, result, at in results
+                if not self._record(session, job, result, at, lease)
+            ]
+            if unsent:
+                queue.release(session, unsent, lease=lease)
+        for job, result in lost:
             log.warning(
                 "delivery lease lost before the result was recorded",
                 extra={"delivery": job.pk, "worker": self.worker_id, "outcome": result.outcome},
             )
+
+    def _record(
+        self, session: Session, job: queue.Job, result: SendResult, now: datetime, lease: datetime
+    ) -> bool:
+        """Record one result; False when the row is no longer ours (its lease was lost)."""
+        attempt = job.attempts + 1
+        if result.outcome == "delivered":
+            return queue.complete(session, job.pk, now=now, status_code=result.status, lease=lease)
+        if result.outcome == "dead":
+            return queue.dead(
+                session,
+                job.pk,
+                now=now,
+                status_code=result.status,
+                error=result.error,
+                outcome=result.outcome_body,
+                lease=lease,
+            )
+        if backoff.given_up(job.first_failed_at or now, now, max_age=self.max_age):
+            return queue.dead(
+                session,
+                job.pk,
+                now=now,
+                status_code=result.status,
+                error=f"gave up after {self.max_age}: {result.error}",
+                outcome=result.outcome_body,
+                lease=lease,
+            )
+        return queue.retry_later(
+            session,
+            job.pk,
+            now=now,
+            next_at=now + timedelta(seconds=self._delay(attempt, result)),
+            status_code=result.status,
+            error=result.error,
+            outcome=result.outcome_body,
+            lease=lease,
+        )
 
     def _delay(self, attempt: int, result: SendResult) -> float:
         delay = backoff.next_delay(

@@ -31,7 +31,7 @@ readers take on PostgreSQL (it would wait for the other writers, which may wait 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 from uuid import uuid4
@@ -111,6 +111,8 @@ class Inbound:
     path: str
     content_type: str | None
     request_id: str | None
+    #: how it came in: "fhir" (pushed to /fhir) or "poll" (pulled from a partner's server)
+    channel: str = CHANNEL
 
 
 @dataclass(frozen=True)
@@ -238,7 +240,7 @@ def find_matches(session: Session, query: SearchQuery) -> list[StoredResource]:
 def _keep(store: ResourceStore, inbound: Inbound) -> None:
     store.keep_inbound(
         body=inbound.body,
-        channel=CHANNEL,
+        channel=inbound.channel,
         method=inbound.method,
         path=inbound.path,
         content_type=inbound.content_type,
@@ -298,10 +300,13 @@ def create(
     *,
     if_none_exist: str | None,
     policy: IntakePolicy | None = None,
+    fetched: Mapping[str, dict[str, Any]] | None = None,
 ) -> WriteResult:
     """POST [base]/[type] (optionally conditional); 201 created, or 200 with the one match.
 
     With an intake ``policy``, a ServiceRequest or fulfil Task is taken in as a referral.
+    ``fetched`` (absolute URL -> resource) is what the caller already read from the physician's
+    server (pull mode); when given, nothing is fetched here.
     """
     resource = _resource_body(inbound.body, resource_type)
     query = None
@@ -309,7 +314,8 @@ def create(
         query = conditional_query(resource_type, parse_query(if_none_exist), "If-None-Exist")
     _require_valid(resource, runtime.settings.fhir_base_url)
     claim = _claimable(identity_claim(query)) if query else None
-    fetched = prefetch(runtime, [(resource_type, resource)]) if policy else {}
+    if fetched is None:
+        fetched = prefetch(runtime, [(resource_type, resource)]) if policy else {}
 
     def work(store: ResourceStore) -> WriteResult:
         matches = find_matches(store.session, query) if query else []
@@ -319,7 +325,8 @@ def create(
         if matches:
             return WriteResult(matches[0], False)
         if policy is not None and resource_type == "ServiceRequest":
-            return _receive_service_request(ReferralIntake(store, policy), resource)
+            intake = ReferralIntake(store, policy, fetched=fetched)
+            return _receive_service_request(intake, resource)
         if policy is not None and is_fulfil_task(resource):
             return _receive_task(ReferralIntake(store, policy, fetched=fetched), resource, claim)
         try:

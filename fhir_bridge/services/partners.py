@@ -37,6 +37,10 @@ DEFAULT_EVENTS: dict[str, tuple[str, ...]] = {
     ),
     "payer": ("session.documented",),
 }
+#: in a physician partner's events: poll its server for referrals (``fhir-bridge poll``)
+POLL_EVENT = "poll-referrals"
+#: what may appear in a partner's events: outbox event types it receives, and POLL_EVENT
+PARTNER_EVENTS = (*EVENT_TYPES, POLL_EVENT)
 #: the only auth settings a view may show (an allow-list: where secrets live is never shown)
 SHOWN_AUTH_SETTINGS = ("client_id", "token_url", "alg", "kid", "scopes")
 
@@ -67,6 +71,8 @@ class PartnerSpec:
     alg: str | None = None
     scopes: Sequence[str] = ()
     kid: str | None = None
+    #: poll the partner's server for referrals (adds POLL_EVENT to the events)
+    poll: bool = False
 
 
 @dataclass(frozen=True)
@@ -293,7 +299,8 @@ def _routing_notes(
 def validate(spec: PartnerSpec, *, payer_id_system: str | None = None) -> ValidPartner:
     """Check every field of ``spec``; the normalised partner, or PartnerInvalid naming all faults.
 
-    Defaults: the events of ``DEFAULT_EVENTS`` for the kind. File paths are stored absolute.
+    Defaults: the events of ``DEFAULT_EVENTS`` for the kind (``poll`` adds POLL_EVENT to them
+    or to the events named). File paths are stored absolute.
     With ``payer_id_system`` (the setting), a payer without such an identifier is a warning.
     """
     check = _Checker()
@@ -314,10 +321,14 @@ def validate(spec: PartnerSpec, *, payer_id_system: str | None = None) -> ValidP
     base_url = check.url("base_url", spec.base_url, https_unless_loopback=False)
     events = _dedupe([e.strip() for e in spec.events])
     for event in events:
-        if event not in EVENT_TYPES:
-            check.fail("events", f"{event!r} is not one of {', '.join(EVENT_TYPES)}")
+        if event not in PARTNER_EVENTS:
+            check.fail("events", f"{event!r} is not one of {', '.join(PARTNER_EVENTS)}")
     if not events and spec.kind in KINDS:
         events = list(DEFAULT_EVENTS[spec.kind])
+    if spec.poll and POLL_EVENT not in events:
+        events.append(POLL_EVENT)
+    if POLL_EVENT in events and spec.kind != "physician":
+        check.fail("events", f"{POLL_EVENT}: only physician partners are polled for referrals")
     identifiers = _identifiers(check, spec.identifiers)
     auth: dict[str, Any] = {}
     if spec.auth_kind not in AUTH_KINDS:

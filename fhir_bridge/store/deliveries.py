@@ -2,7 +2,9 @@
 
 The worker's claim/lease/record functions live in ``store.delivery_queue``; this module only
 creates rows (idempotently: the unique ``(partner_pk, outbox_pk)`` constraint decides) and
-reads them back.
+reads them back as ``DeliveryRow``, the one read view of a delivery (routing, payload building,
+the operator's API and CLI all use it). The payload (the Bundle: PHI) is not part of it:
+``DeliveryStore.payload`` reads it when a caller really needs it.
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from fhir_bridge.store.models import Delivery
+from fhir_bridge.store.models import Delivery, Partner
 from fhir_bridge.store.outbox import Event
 
 PENDING = "pending"
@@ -23,10 +25,12 @@ PENDING = "pending"
 
 @dataclass(frozen=True)
 class DeliveryRow:
-    """One delivery (an outbox event on its way to one partner), every column as a value."""
+    """One delivery (an outbox event on its way to one partner): every column but the payload,
+    plus the partner's key."""
 
     pk: int
     partner_pk: int
+    partner_key: str
     outbox_pk: int
     event_type: str
     patient_id: str | None
@@ -35,33 +39,38 @@ class DeliveryRow:
     next_attempt_at: datetime
     lease_until: datetime | None
     last_attempt_at: datetime | None
+    first_failed_at: datetime | None
     last_status: int | None
     last_error: str | None
     outcome: str | None
-    payload: bytes | None
     created_at: datetime
     delivered_at: datetime | None
 
 
-def _row(d: Delivery) -> DeliveryRow:
-    return DeliveryRow(
-        pk=d.pk,
-        partner_pk=d.partner_pk,
-        outbox_pk=d.outbox_pk,
-        event_type=d.event_type,
-        patient_id=d.patient_id,
-        status=d.status,
-        attempts=d.attempts,
-        next_attempt_at=d.next_attempt_at,
-        lease_until=d.lease_until,
-        last_attempt_at=d.last_attempt_at,
-        last_status=d.last_status,
-        last_error=d.last_error,
-        outcome=d.outcome,
-        payload=d.payload,
-        created_at=d.created_at,
-        delivered_at=d.delivered_at,
-    )
+#: the columns of ``DeliveryRow``, in its field order
+_COLUMNS = (
+    Delivery.pk,
+    Delivery.partner_pk,
+    Partner.key,
+    Delivery.outbox_pk,
+    Delivery.event_type,
+    Delivery.patient_id,
+    Delivery.status,
+    Delivery.attempts,
+    Delivery.next_attempt_at,
+    Delivery.lease_until,
+    Delivery.last_attempt_at,
+    Delivery.first_failed_at,
+    Delivery.last_status,
+    Delivery.last_error,
+    Delivery.outcome,
+    Delivery.created_at,
+    Delivery.delivered_at,
+)
+
+
+def _query() -> Select[Any]:
+    return select(*_COLUMNS).join(Partner, Partner.pk == Delivery.partner_pk)
 
 
 class DeliveryStore:
@@ -105,27 +114,39 @@ class DeliveryStore:
 
     def get(self, pk: int) -> DeliveryRow | None:
         """The delivery with this row id."""
-        found = self.session.get(Delivery, pk)
-        return None if found is None else _row(found)
+        row = self.session.execute(_query().where(Delivery.pk == pk)).one_or_none()
+        return None if row is None else DeliveryRow(*row)
+
+    def payload(self, pk: int) -> bytes | None:
+        """The Bundle stored for the delivery (None before its first attempt, or no such row)."""
+        return self.session.execute(
+            select(Delivery.payload).where(Delivery.pk == pk)
+        ).scalar_one_or_none()
 
     def list(
         self,
         *,
         partner_pk: int | None = None,
+        partner_key: str | None = None,
         status: str | None = None,
         patient_id: str | None = None,
         event_type: str | None = None,
         since: datetime | None = None,
         after_pk: int | None = None,
+        before_pk: int | None = None,
+        newest_first: bool = False,
         limit: int = 50,
     ) -> list[DeliveryRow]:
-        """Deliveries in creation order (``pk``), filtered; ``after_pk`` is the keyset cursor.
+        """Deliveries in creation order (``pk``; ``newest_first`` reverses it), filtered.
 
-        ``since`` keeps rows created at or after it; ``patient_id`` is a bare Patient id.
+        ``after_pk`` / ``before_pk`` are keyset cursors; ``since`` keeps rows created at or
+        after it; ``patient_id`` is a bare Patient id; the partner by row id or key.
         """
-        stmt = select(Delivery).order_by(Delivery.pk).limit(limit)
+        stmt = _query()
         if partner_pk is not None:
             stmt = stmt.where(Delivery.partner_pk == partner_pk)
+        if partner_key is not None:
+            stmt = stmt.where(Partner.key == partner_key)
         if status is not None:
             stmt = stmt.where(Delivery.status == status)
         if patient_id is not None:
@@ -136,4 +157,7 @@ class DeliveryStore:
             stmt = stmt.where(Delivery.created_at >= since)
         if after_pk is not None:
             stmt = stmt.where(Delivery.pk > after_pk)
-        return [_row(d) for d in self.session.execute(stmt).scalars()]
+        if before_pk is not None:
+            stmt = stmt.where(Delivery.pk < before_pk)
+        stmt = stmt.order_by(Delivery.pk.desc() if newest_first else Delivery.pk).limit(limit)
+        return [DeliveryRow(*row) for row in self.session.execute(stmt)]

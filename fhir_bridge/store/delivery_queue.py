@@ -22,12 +22,23 @@ Every function runs in the caller's transaction (use ``write_session``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    bindparam,
+    exists,
+    func,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.orm import Session, aliased
 
 from fhir_bridge.store.models import Delivery, Partner
@@ -38,7 +49,8 @@ DEFAULT_PER_PARTNER = 5
 
 @dataclass(frozen=True)
 class Job:
-    """What the worker needs of a claimed row (not the full row: see ``store.deliveries``)."""
+    """What the worker needs of a claimed row, with its payload (the read view of a delivery,
+    without the payload, is ``store.deliveries.DeliveryRow``)."""
 
     pk: int
     partner_pk: int
@@ -47,6 +59,7 @@ class Job:
     status: str
     attempts: int
     created_at: datetime
+    first_failed_at: datetime | None
     lease_until: datetime | None
     payload: bytes | None
 
@@ -88,29 +101,16 @@ def claim(
     if limit <= 0:
         return []
     dialect = dialect or session.get_bind().dialect.name
-    rank = (
-        func.row_number()
-        .over(partition_by=Delivery.partner_pk, order_by=(Delivery.next_attempt_at, Delivery.pk))
-        .label("rank")
+    heads = _partner_heads(session, now=now, per_partner=per_partner, dialect=dialect)
+    # round-robin: every partner's first head, then every partner's second ... (oldest first)
+    ranked = sorted(
+        (rank, due_at, pk) for rows in heads.values() for rank, (pk, due_at) in enumerate(rows)
     )
-    heads = (
-        select(Delivery.pk, Delivery.next_attempt_at, rank)
-        .join(Partner, Partner.pk == Delivery.partner_pk)
-        .where(_due(now), Partner.enabled.is_(True), _is_head())
-        .subquery()
-    )
-    candidates = list(
-        session.execute(
-            select(heads.c.pk)
-            .where(heads.c.rank <= per_partner)
-            .order_by(heads.c.rank, heads.c.next_attempt_at, heads.c.pk)
-            .limit(limit)
-        ).scalars()
-    )
+    candidates = [pk for _rank, _due_at, pk in ranked[:limit]]
     if not candidates:
         return []
     if dialect == "postgresql":
-        # window functions cannot be locked: lock the chosen rows now, re-checking that they
+        # the heads query (LIMIT per partner) is not locked: lock the chosen rows now, checking they
         # are still due (PostgreSQL re-evaluates the WHERE on a row another worker changed)
         locked = set(
             session.execute(
@@ -130,27 +130,75 @@ def claim(
     return candidates
 
 
+def _partner_heads(
+    session: Session, *, now: datetime, per_partner: int, dialect: str
+) -> dict[int, list[tuple[int, datetime]]]:
+    """Each enabled partner's first ``per_partner`` due heads as (pk, next_attempt_at), oldest
+    first. Read per partner through ``(partner_pk, status, next_attempt_at, pk)`` and stopped
+    at the limit, so a claim's cost does not grow with the backlog (a window over every due
+    row did): PostgreSQL in one LATERAL query, SQLite (in-process) one query per partner.
+    """
+
+    def heads_of(partner: Any) -> Select[Any]:
+        return (
+            select(Delivery.pk, Delivery.next_attempt_at)
+            .where(Delivery.partner_pk == partner, _due(now), _is_head())
+            .order_by(Delivery.next_attempt_at, Delivery.pk)
+            .limit(per_partner)
+        )
+
+    enabled = select(Partner.pk).where(Partner.enabled.is_(True))
+    found: dict[int, list[tuple[int, datetime]]] = {}
+    if dialect == "postgresql":
+        lateral = heads_of(Partner.pk).lateral("heads")
+        rows = session.execute(
+            select(Partner.pk, lateral.c.pk, lateral.c.next_attempt_at)
+            .select_from(Partner)
+            .join(lateral, true())
+            .where(Partner.enabled.is_(True))
+        )
+        for partner_pk, pk, due_at in rows:
+            found.setdefault(partner_pk, []).append((pk, due_at))
+        for rows_of in found.values():
+            rows_of.sort(key=lambda r: (r[1], r[0]))
+        return found
+    for partner_pk in session.execute(enabled).scalars():
+        rows_of = [(pk, due_at) for pk, due_at in session.execute(heads_of(partner_pk))]
+        if rows_of:
+            found[partner_pk] = rows_of
+    return found
+
+
 def lease_deadline(now: datetime, lease_seconds: float) -> datetime:
     """The ``lease_until`` a claim at ``now`` sets (the fencing token of that claim)."""
     return now + timedelta(seconds=lease_seconds)
 
 
+_JOB_COLUMNS = (
+    Delivery.pk,
+    Delivery.partner_pk,
+    Delivery.patient_id,
+    Delivery.event_type,
+    Delivery.status,
+    Delivery.attempts,
+    Delivery.created_at,
+    Delivery.first_failed_at,
+    Delivery.lease_until,
+    Delivery.payload,
+)
+
+
+def jobs(session: Session, pks: Sequence[int]) -> dict[int, Job]:
+    """The worker's view of these rows (one query), by pk; missing rows are left out."""
+    if not pks:
+        return {}
+    rows = session.execute(select(*_JOB_COLUMNS).where(Delivery.pk.in_(list(pks))))
+    return {row.pk: Job(*row) for row in rows}
+
+
 def job(session: Session, pk: int) -> Job | None:
     """The worker's view of one row."""
-    row = session.get(Delivery, pk)
-    if row is None:
-        return None
-    return Job(
-        pk=row.pk,
-        partner_pk=row.partner_pk,
-        patient_id=row.patient_id,
-        event_type=row.event_type,
-        status=row.status,
-        attempts=row.attempts,
-        created_at=row.created_at,
-        lease_until=row.lease_until,
-        payload=row.payload,
-    )
+    return jobs(session, [pk]).get(pk)
 
 
 def _ours(pk: int, lease: datetime | None) -> ColumnElement[bool]:
@@ -204,6 +252,11 @@ def complete(
     )
 
 
+def _failed(now: datetime) -> dict[str, Any]:
+    """A failed attempt starts the give-up clock unless an earlier failure did."""
+    return {"first_failed_at": func.coalesce(Delivery.first_failed_at, now)}
+
+
 def retry_later(
     session: Session,
     pk: int,
@@ -225,6 +278,7 @@ def retry_later(
         next_attempt_at=next_at,
         last_error=error,
         outcome=outcome,
+        **_failed(now),
     )
 
 
@@ -248,6 +302,7 @@ def dead(
         status=DEAD,
         last_error=error,
         outcome=outcome,
+        **_failed(now),
     )
 
 
@@ -265,7 +320,12 @@ def release(session: Session, pks: Sequence[int], *, lease: datetime) -> int:
 
 
 def _requeue_values(now: datetime | None) -> dict[str, object]:
-    values: dict[str, object] = {"status": PENDING, "lease_until": None, "attempts": 0}
+    values: dict[str, object] = {
+        "status": PENDING,
+        "lease_until": None,
+        "attempts": 0,
+        "first_failed_at": None,
+    }
     if now is not None:
         values["next_attempt_at"] = now
     return values
@@ -276,7 +336,8 @@ def requeue_dead(
 ) -> int:
     """Put dead letters (of one partner, or all) back in the queue; how many.
 
-    Attempts restart at 0 (a requeued row gets a fresh run of tries); ``last_*`` and
+    Attempts restart at 0 and the give-up clock is cleared (a requeued row gets a fresh run
+    of tries, given up 72 h after its next first failure); ``last_*`` and
     ``outcome`` stay until the next attempt. ``now`` makes them due at once.
     """
     query = update(Delivery).where(Delivery.status == DEAD)
@@ -300,96 +361,22 @@ def store_payload(session: Session, pk: int, payload_bytes: bytes) -> bytes:
 
     Retries (and a second worker after a lease expired) resend these same bytes.
     """
+    return store_payloads(session, {pk: payload_bytes})[pk]
+
+
+def store_payloads(session: Session, payloads: Mapping[int, bytes]) -> dict[int, bytes]:
+    """``store_payload`` for several rows: one UPDATE per row still without a payload, one
+    SELECT of what is stored; returns it by pk (rows that are gone are left out)."""
+    if not payloads:
+        return {}
+    table = Delivery.__table__  # Core, not the ORM's bulk-update-by-primary-key mode
     session.execute(
-        update(Delivery)
-        .where(Delivery.pk == pk, Delivery.payload.is_(None))
-        .values(payload=payload_bytes)
+        update(table)
+        .where(table.c.pk == bindparam("row_pk"), table.c.payload.is_(None))
+        .values(payload=bindparam("bytes")),
+        [{"row_pk": pk, "bytes": data} for pk, data in payloads.items()],
     )
-    stored = session.execute(select(Delivery.payload).where(Delivery.pk == pk)).scalar_one()
-    assert stored is not None
-    return stored
-
-
-# -- the operator's view (internal API): everything but the payload ------------------------
-
-
-@dataclass(frozen=True)
-class DeliveryView:
-    """A delivery as the operator sees it: attempts, last result, timings; never the payload."""
-
-    pk: int
-    partner_key: str
-    outbox_pk: int
-    event_type: str
-    patient_id: str | None
-    status: str
-    attempts: int
-    next_attempt_at: datetime
-    lease_until: datetime | None
-    last_attempt_at: datetime | None
-    last_status: int | None
-    last_error: str | None
-    outcome: str | None
-    created_at: datetime
-    delivered_at: datetime | None
-
-
-@dataclass(frozen=True)
-class DeliveryFilter:
-    """Filters of the delivery list; None means any. Newest first, ``before_pk`` pages."""
-
-    partner_key: str | None = None
-    status: str | None = None
-    patient_id: str | None = None
-    event_type: str | None = None
-    since: datetime | None = None
-    before_pk: int | None = None
-    limit: int = 50
-
-
-_VIEW_COLUMNS = (
-    Delivery.pk,
-    Partner.key,
-    Delivery.outbox_pk,
-    Delivery.event_type,
-    Delivery.patient_id,
-    Delivery.status,
-    Delivery.attempts,
-    Delivery.next_attempt_at,
-    Delivery.lease_until,
-    Delivery.last_attempt_at,
-    Delivery.last_status,
-    Delivery.last_error,
-    Delivery.outcome,
-    Delivery.created_at,
-    Delivery.delivered_at,
-)
-
-
-def _view_query() -> Select[Any]:
-    return select(*_VIEW_COLUMNS).join(Partner, Partner.pk == Delivery.partner_pk)
-
-
-def list_deliveries(session: Session, where: DeliveryFilter) -> list[DeliveryView]:
-    """Deliveries matching ``where``, newest first (keyset paging on ``pk``)."""
-    query = _view_query()
-    if where.partner_key is not None:
-        query = query.where(Partner.key == where.partner_key)
-    if where.status is not None:
-        query = query.where(Delivery.status == where.status)
-    if where.patient_id is not None:
-        query = query.where(Delivery.patient_id == where.patient_id)
-    if where.event_type is not None:
-        query = query.where(Delivery.event_type == where.event_type)
-    if where.since is not None:
-        query = query.where(Delivery.created_at >= where.since)
-    if where.before_pk is not None:
-        query = query.where(Delivery.pk < where.before_pk)
-    rows = session.execute(query.order_by(Delivery.pk.desc()).limit(where.limit))
-    return [DeliveryView(*row) for row in rows]
-
-
-def get_delivery(session: Session, pk: int) -> DeliveryView | None:
-    """One delivery's view."""
-    row = session.execute(_view_query().where(Delivery.pk == pk)).one_or_none()
-    return None if row is None else DeliveryView(*row)
+    stored = session.execute(
+        select(Delivery.pk, Delivery.payload).where(Delivery.pk.in_(list(payloads)))
+    )
+    return {pk: data for pk, data in stored if data is not None}

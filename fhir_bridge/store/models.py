@@ -306,7 +306,10 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("partner_pk", "outbox_pk"),
         Index(None, "status", "next_attempt_at"),
-        Index(None, "partner_pk", "patient_id", "pk"),
+        #: "is there an older pending row of this patient for this partner?" (the head check)
+        Index(None, "partner_pk", "patient_id", "status", "pk"),
+        #: a claim reads each partner's due rows in this order and stops early
+        Index(None, "partner_pk", "status", "next_attempt_at", "pk"),
     )
 
     pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -321,6 +324,8 @@ class Delivery(Base):
     #: a worker holds the row until then; after it, another worker may take it again
     lease_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    #: the first failed attempt since the row was created or requeued: the give-up clock
+    first_failed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     #: the partner's OperationOutcome (JSON) of the last failed attempt

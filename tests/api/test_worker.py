@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from fhir_bridge.exchange.worker import Worker
@@ -213,6 +213,7 @@ def test_requeue_via_api(runtime: Runtime, peer: FhirPeer, client) -> None:
 
     shown = client.get(f"/api/v1/deliveries/{pk}").get_json()
     assert shown["status"] == "dead"
+    assert shown["first_failed_at"] == shown["last_attempt_at"] == "2026-12-01T09:00:00Z"
     assert shown["outcome"]["resourceType"] == "OperationOutcome"
     assert "payload" not in shown
     listed = client.get("/api/v1/deliveries?status=dead&partner=p1").get_json()
@@ -223,6 +224,7 @@ def test_requeue_via_api(runtime: Runtime, peer: FhirPeer, client) -> None:
     answer = client.post(f"/api/v1/deliveries/{pk}/retry")
     assert answer.status_code == 200
     assert answer.get_json()["status"] == "pending"
+    assert answer.get_json()["first_failed_at"] is None
     assert client.post(f"/api/v1/deliveries/{pk}/retry").status_code == 409
     assert client.post("/api/v1/deliveries/999999/retry").status_code == 404
 
@@ -305,28 +307,79 @@ def test_dead_partner_does_not_starve_a_live_one(runtime: Runtime) -> None:
         assert down.attempts == 1  # the rest of its rows were given back, not hammered
 
 
-def test_gives_up_after_72_hours(runtime: Runtime, peer: FhirPeer) -> None:
-    created = T0 - timedelta(hours=73)
-    (pk,) = _deliveries(runtime, _partner(runtime, "p1", peer.base), ["pat-1"], created=created)
-    with write_session(runtime.sessions) as session:
-        row = session.get(Delivery, pk)
-        assert row is not None
-        row.attempts = 4
+def test_gives_up_72_hours_after_the_first_failure(runtime: Runtime, peer: FhirPeer) -> None:
+    (pk,) = _deliveries(runtime, _partner(runtime, "p1", peer.base), ["pat-1"])
+    clock = Clock()
+    worker = _worker(runtime, clock, backoff_base=1, backoff_cap=1)
     peer.outage = True
-    _worker(runtime, Clock(), min_attempts=5).run_once()
+    assert worker.run_once() == 1
+    assert _row(runtime, pk).first_failed_at == T0
+    clock.advance(hours=1)
+    assert worker.run_once() == 1
+    assert _row(runtime, pk).first_failed_at == T0  # the clock does not restart
+    clock.now = T0 + timedelta(hours=72) - timedelta(seconds=1)
+    assert worker.run_once() == 1
     row = _row(runtime, pk)
-    assert row.status == "dead"
+    assert (row.status, row.attempts) == ("pending", 3)
+    clock.now = T0 + timedelta(hours=72)
+    assert worker.run_once() == 1
+    row = _row(runtime, pk)
+    assert (row.status, row.attempts, row.last_status) == ("dead", 4, 503)
     assert (row.last_error or "").startswith("gave up after 3 days")
+    assert row.first_failed_at == T0
 
 
-def test_new_row_is_not_given_up_on_first_failure_after_long_downtime(
+def test_backlog_behind_an_outage_does_not_expire_early(runtime: Runtime, peer: FhirPeer) -> None:
+    created = T0 - timedelta(hours=100)  # queued long ago, never tried (partner disabled, ...)
+    (pk,) = _deliveries(runtime, _partner(runtime, "p1", peer.base), ["pat-1"], created=created)
+    clock = Clock()
+    worker = _worker(runtime, clock, backoff_base=1, backoff_cap=1)
+    peer.outage = True
+    worker.run_once()
+    row = _row(runtime, pk)
+    assert (row.status, row.first_failed_at) == ("pending", T0)
+    clock.advance(hours=71)
+    worker.run_once()
+    assert _row(runtime, pk).status == "pending"
+    peer.outage = False
+    clock.advance(seconds=2)
+    worker.run_once()
+    row = _row(runtime, pk)
+    assert (row.status, row.attempts, row.first_failed_at) == ("delivered", 3, T0)
+
+
+def test_give_up_setting_and_requeue_restarts_the_clock(runtime: Runtime, peer: FhirPeer) -> None:
+    (pk,) = _deliveries(runtime, _partner(runtime, "p1", peer.base), ["pat-1"])
+    clock = Clock()
+    worker = _worker(runtime, clock, backoff_base=1, backoff_cap=1, max_age=timedelta(hours=2))
+    peer.outage = True
+    worker.run_once()
+    clock.advance(hours=2)
+    worker.run_once()
+    assert _row(runtime, pk).status == "dead"
+    with write_session(runtime.sessions) as session:
+        assert queue.requeue(session, pk, now=clock.now)
+    row = _row(runtime, pk)
+    assert (row.status, row.attempts, row.first_failed_at) == ("pending", 0, None)
+    requeued_at = clock.now
+    worker.run_once()
+    assert _row(runtime, pk).first_failed_at == requeued_at
+    clock.advance(hours=1)
+    worker.run_once()
+    assert _row(runtime, pk).status == "pending"  # 1 h since the new first failure
+    with write_session(runtime.sessions) as session:  # the dead-letter bulk requeue clears it too
+        session.execute(update(Delivery).where(Delivery.pk == pk).values(status="dead"))
+        assert queue.requeue_dead(session, now=clock.now) == 1
+    assert _row(runtime, pk).first_failed_at is None
+
+
+def test_a_first_attempt_that_succeeds_leaves_no_failure_clock(
     runtime: Runtime, peer: FhirPeer
 ) -> None:
-    created = T0 - timedelta(hours=100)
-    (pk,) = _deliveries(runtime, _partner(runtime, "p1", peer.base), ["pat-1"], created=created)
-    peer.outage = True
-    _worker(runtime, Clock(), min_attempts=5).run_once()
-    assert _row(runtime, pk).status == "pending"
+    (pk,) = _deliveries(runtime, _partner(runtime, "p1", peer.base), ["pat-1"])
+    _worker(runtime, Clock()).run_once()
+    row = _row(runtime, pk)
+    assert (row.status, row.first_failed_at) == ("delivered", None)
 
 
 def test_alert_once_per_incident(
@@ -486,3 +539,79 @@ def test_cli_refuses_a_second_worker_on_sqlite(runtime: Runtime) -> None:
         result = CliRunner().invoke(main, ["worker", "--once"], env=_cli_env(runtime))
     assert result.exit_code == 1
     assert "another delivery worker is already running" in result.output
+
+
+def test_cli_worker_settings_from_env_overridden_by_options(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from fhir_bridge.cli import main
+
+    seen: dict[str, Any] = {}
+
+    def record(self: Worker) -> int:
+        seen.update(
+            batch=self.batch,
+            lease=self.lease_seconds,
+            base=self.backoff_base,
+            cap=self.backoff_cap,
+            max_age=self.max_age,
+            idle=self.idle_seconds,
+            timeout=self.timeout,
+            hook=self.alert_webhook,
+        )
+        return 0
+
+    monkeypatch.setattr(Worker, "run_once", record)
+    env = {
+        **_cli_env(runtime),
+        "FHIR_BRIDGE_DELIVERY_BATCH_SIZE": "40",
+        "FHIR_BRIDGE_DELIVERY_BACKOFF_BASE_SECONDS": "2",
+        "FHIR_BRIDGE_ALERT_WEBHOOK_URL": "http://127.0.0.1:9/env",
+    }
+    args = ["worker", "--once", "--batch-size", "7", "--give-up-hours", "1", "--timeout", "3"]
+    args += ["--alert-webhook", "http://127.0.0.1:9/cli", "--idle-seconds", "0.5"]
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == 0, result.output
+    assert seen == {
+        "batch": 7,
+        "lease": 120,
+        "base": 2,
+        "cap": 3600,
+        "max_age": timedelta(hours=1),
+        "idle": 0.5,
+        "timeout": 3,
+        "hook": "http://127.0.0.1:9/cli",
+    }
+    bad_env = CliRunner().invoke(
+        main, ["worker", "--once"], env={**env, "FHIR_BRIDGE_DELIVERY_LEASE_SECONDS": "soon"}
+    )
+    assert bad_env.exit_code == 1
+    assert "FHIR_BRIDGE_DELIVERY_LEASE_SECONDS: expected a number" in bad_env.output
+    bad_option = CliRunner().invoke(main, ["worker", "--once", "--backoff-cap", "1"], env=env)
+    assert bad_option.exit_code == 1
+    assert "FHIR_BRIDGE_DELIVERY_BACKOFF_CAP_SECONDS: must not be below" in bad_option.output
+
+
+def test_a_payload_that_cannot_be_built_does_not_stop_the_batch(
+    runtime: Runtime, peer: FhirPeer
+) -> None:
+    from sqlalchemy import text
+
+    pks = _deliveries(runtime, _partner(runtime, "p1", peer.base), ["a", "b", "c"])
+
+    def build(session: Session, pk: int) -> dict[str, Any]:
+        if pk == pks[0]:
+            session.execute(text("SELECT * FROM no_such_table"))  # fails inside the transaction
+        return _build(session, pk)
+
+    worker = _worker(runtime, Clock())
+    worker.build = build
+    assert worker.run_once() == 2
+    broken = _row(runtime, pks[0])
+    assert (broken.status, broken.attempts, broken.payload) == ("pending", 1, None)
+    assert (broken.last_error or "").startswith("payload could not be built (")
+    assert broken.first_failed_at == T0
+    assert [_row(runtime, pk).status for pk in pks[1:]] == ["delivered", "delivered"]
+    assert sorted(peer.ids()) == sorted(f"urn:delivery:{pk}" for pk in pks[1:])
