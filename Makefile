@@ -6,6 +6,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export FHIR_BRIDGE_DATABASE_URL ?= sqlite:///$(CURDIR)/instance/fhir-bridge.db
 
+# The interop tests' partner FHIR server (tests/interop/medplum_peer: Medplum's FHIR logic on Node)
+PEER       := tests/interop/medplum_peer
+PEER_STAMP := $(PEER)/node_modules/.package-lock.json
+
 .PHONY: install run test lint bench clean
 
 $(STAMP): pyproject.toml
@@ -15,7 +19,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-install: $(STAMP)
+# npm ci writes node_modules/.package-lock.json: reinstall when the lock file is newer. Without
+# npm this only warns and the peer's tests skip, except under CI=true, where both fail.
+$(PEER_STAMP): $(PEER)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix $(PEER) --no-audit --no-fund --loglevel=error; \
+	elif [ "$$CI" = "true" ]; then \
+		echo "npm not found: Node.js >= 20 is needed for the interop tests" >&2; exit 1; \
+	else \
+		echo "npm not found: the Medplum interop peer is not installed (its tests will skip)" >&2; \
+	fi
+
+install: $(STAMP) $(PEER_STAMP)
 
 run: install
 	$(BIN)/fhir-bridge db upgrade
@@ -30,9 +45,13 @@ lint: install
 test: lint
 	$(BIN)/pytest
 
+# every suite runs even when an earlier one misses its goal; the exit status says if any did
 bench: install
-	$(BIN)/python -m bench.run
-	$(BIN)/python -m bench.auth
+	@status=0; \
+	$(BIN)/python -m bench.run || status=1; \
+	$(BIN)/python -m bench.auth || status=1; \
+	$(BIN)/python -m bench.deliveries || status=1; \
+	exit $$status
 
 clean:
-	rm -rf $(VENV) instance .pytest_cache .ruff_cache
+	rm -rf $(VENV) instance .pytest_cache .ruff_cache $(PEER)/node_modules

@@ -1,4 +1,5 @@
-"""A real bridge: gunicorn with two workers, on a migrated database loaded with the samples."""
+"""Interop fixtures: a real bridge (gunicorn with two workers, on a migrated database loaded with
+the samples) and a real, independent partner FHIR server (Medplum's FHIR logic: ``peer.py``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 import requests
 
 from tests.conftest import BACKENDS, provision_database
+from tests.interop.peer import MedplumPeer, medplum_peer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -80,3 +82,24 @@ def bridge_url(bridge_database_url: str) -> Iterator[str]:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def medplum_server() -> Iterator[MedplumPeer]:
+    """One Medplum peer process for the session (``medplum`` empties it for each test)."""
+    with medplum_peer() as peer:
+        yield peer
+
+
+@pytest.fixture
+def medplum(medplum_server: MedplumPeer) -> MedplumPeer:
+    """The Medplum peer, with no resources, no outage and fresh statistics."""
+    if medplum_server.process.poll() is not None:
+        pytest.fail(f"the Medplum peer exited (status {medplum_server.process.returncode})")
+    medplum_server.reset()
+    return medplum_server
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """``slow``: long-running interop tests (still part of ``make test``)."""
+    config.addinivalue_line("markers", "slow: long-running; still run by `make test`")
