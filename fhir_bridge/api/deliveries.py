@@ -1,7 +1,8 @@
 """Deliveries to partners (/api/v1/deliveries): what was sent, what failed, and retrying it.
 
 HTTP only: query parameters in, ``services.deliveries`` does the work, JSON or an
-OperationOutcome out. The views never show the payload (see ``services.deliveries``).
+OperationOutcome out. The views never show the payload; ``/payload`` shows it to PHI-permitted
+(admin) credentials only, and each view of it is audited.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ from flask import Blueprint, Response, jsonify, request
 
 from fhir_bridge.api.http import runtime
 from fhir_bridge.api.paging import decode_cursor, next_link, page_size, refuse_unknown
+from fhir_bridge.api.security import current_principal
 from fhir_bridge.fhir.outcome import FhirError, error
 from fhir_bridge.services import deliveries as service
 
 deliveries_api = Blueprint("deliveries_api", __name__, url_prefix="/api/v1")
 
+#: who may read payloads (PHI): the clinic's administrators
+PHI_PERMITTED_ROLES = frozenset({"admin"})
 _PARAMS = {"partner", "status", "patient", "event", "since", "_count", "_cursor"}
 
 
@@ -65,6 +69,29 @@ def read_delivery(delivery_id: str) -> Response:
     return jsonify(service.delivery_view(found, detail=True))
 
 
+@deliveries_api.get("/deliveries/<delivery_id>/payload")
+def delivery_payload(delivery_id: str) -> Response:
+    """The Bundle sent, exactly as sent; only with a PHI-permitted credential (admin role)."""
+    if current_principal().role not in PHI_PERMITTED_ROLES:
+        raise FhirError(
+            403,
+            error(
+                "forbidden",
+                "The payload holds PHI: it is shown to the clinic's admin credentials only",
+                "http.Authorization",
+            ),
+        )
+    try:
+        payload = service.delivery_payload(runtime(), _pk(delivery_id))
+    except service.DeliveryNotFound:
+        raise _not_found() from None
+    if payload is None:
+        raise FhirError(
+            404, error("not-found", "Nothing has been sent for this delivery yet", "id")
+        )
+    return Response(payload, mimetype="application/fhir+json")
+
+
 @deliveries_api.post("/deliveries/<delivery_id>/retry")
 def retry_delivery(delivery_id: str) -> Response:
     """Requeue a dead letter (due at once); 409 when the delivery is not dead."""
@@ -73,5 +100,5 @@ def retry_delivery(delivery_id: str) -> Response:
     except service.DeliveryNotFound:
         raise _not_found() from None
     except service.NotRetryable as exc:
-        raise FhirError(409, error("conflict", str(exc))) from None
+        raise FhirError(409, error("conflict", str(exc), "status")) from None
     return jsonify(service.delivery_view(found, detail=True))

@@ -43,6 +43,8 @@ OPEN_ENDPOINTS = frozenset(
         "auth_api.token",
     }
 )
+#: endpoints audited whoever calls them (they show PHI to the clinic's own staff)
+AUDITED_ENDPOINTS = frozenset({"deliveries_api.delivery_payload"})
 #: the clinic's own API: for the clinic's systems and admins only
 CLINIC_PREFIX = "/api/v1/"
 CLINIC_ROLES = frozenset({"clinic", "admin"})
@@ -275,7 +277,8 @@ def _audit(response: Response) -> Response:
     principal: Principal | None = g.get("principal")
     refused = response.status_code in (401, 403, 429)
     external = principal is not None and principal.member_scoped
-    if token_audit is None and not external and not (refused and request.endpoint):
+    phi_view = request.endpoint in AUDITED_ENDPOINTS
+    if token_audit is None and not external and not phi_view and not (refused and request.endpoint):
         return response
     now = authorization.utcnow()
     address = request.remote_addr
@@ -298,7 +301,7 @@ def _audit(response: Response) -> Response:
                 interaction=interaction,
                 resource_type=rtype or args.get("resource_type"),
                 resource_id=args.get("resource_id"),
-                query=request.query_string.decode("latin-1") or None,
+                query=request.path if phi_view else request.query_string.decode("latin-1") or None,
                 status=response.status_code,
                 address=address,
                 recorded=now,

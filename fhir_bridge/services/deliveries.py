@@ -101,6 +101,18 @@ def get_delivery(runtime: Runtime, pk: int) -> DeliveryRow:
     return found
 
 
+def delivery_payload(runtime: Runtime, pk: int) -> bytes | None:
+    """The Bundle sent (or to be resent) for a delivery: PHI, for PHI-permitted callers only.
+
+    DeliveryNotFound when there is no such delivery; None before its first attempt.
+    """
+    with read_session(runtime.sessions) as session:
+        store = DeliveryStore(session)
+        if store.get(pk) is None:
+            raise DeliveryNotFound(pk)
+        return store.payload(pk)
+
+
 def retry_delivery(runtime: Runtime, pk: int, *, now: datetime | None = None) -> DeliveryRow:
     """Requeue a dead letter, due at ``now`` (default: the clock); the delivery after it.
 

@@ -8,6 +8,7 @@ the queue, the sender, partner auth ``none``, the HTTP server, the database.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import threading
@@ -615,3 +616,28 @@ def test_a_payload_that_cannot_be_built_does_not_stop_the_batch(
     assert broken.first_failed_at == T0
     assert [_row(runtime, pk).status for pk in pks[1:]] == ["delivered", "delivered"]
     assert sorted(peer.ids()) == sorted(f"urn:delivery:{pk}" for pk in pks[1:])
+
+
+def test_the_payload_is_shown_only_to_admins_and_each_view_is_audited(
+    runtime: Runtime, peer: FhirPeer, app
+) -> None:
+    from tests.support.tokens import bearer
+
+    (pk,) = _deliveries(runtime, _partner(runtime, "p1", peer.base), ["pat-1"])
+    client = app.test_client()
+    assert client.get(f"/api/v1/deliveries/{pk}/payload").status_code == 404  # not sent yet
+    _worker(runtime, Clock()).run_once()
+    clinic = client.get(f"/api/v1/deliveries/{pk}/payload", headers=bearer(app, role="clinic"))
+    assert clinic.status_code == 403
+    assert clinic.get_json()["issue"][0]["expression"] == ["http.Authorization"]
+    shown = client.get(f"/api/v1/deliveries/{pk}/payload")  # the admin test client
+    assert shown.status_code == 200
+    assert shown.mimetype == "application/fhir+json"
+    assert json.loads(shown.data) == peer.received[0]
+    events = client.get("/fhir/AuditEvent").get_json().get("entry", [])
+    paths = [
+        base64.b64decode(e["resource"]["entity"][0]["query"]).decode()
+        for e in events
+        if e["resource"].get("entity")
+    ]
+    assert paths.count(f"/api/v1/deliveries/{pk}/payload") == 3  # 404, 403 and 200 alike
