@@ -245,7 +245,12 @@ def guard() -> Response | None:
             "The Authorization header must use the Bearer scheme", "invalid_request"
         )
     try:
-        g.principal = authorization.authenticate(rt, token, secret=signing_secret())
+        g.principal = authorization.authenticate(
+            rt,
+            token,
+            secret=signing_secret(),
+            verified=current_app.extensions["fhir_bridge_verified_tokens"],
+        )
     except TokenInvalid as exc:
         return _unauthorized(exc.reason)
     limiter: _RateLimiter = current_app.extensions["fhir_bridge_rate_limiter"]
@@ -330,5 +335,6 @@ def init_app(app: Flask, settings: Settings) -> None:
     app.after_request(_audit)
     app.extensions["fhir_bridge_rate_limiter"] = _RateLimiter(settings.rate_limit_per_minute)
     app.extensions["fhir_bridge_dev_open_access"] = settings.dev_open_access
+    app.extensions["fhir_bridge_verified_tokens"] = authorization.VerifiedTokens()
     app.register_blueprint(auth_api)
     app.before_request(guard)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import jwt
@@ -22,6 +22,11 @@ CLOCK_SKEW_SECONDS = 5
 ASSERTION_ALGORITHMS = ("RS384", "ES384")
 _KTY = {"RS384": "RSA", "ES384": "EC"}
 _ACCESS_ALGORITHM = "HS256"
+
+
+def epoch_seconds(at: datetime) -> float:
+    """Seconds since the epoch; a naive datetime is UTC (the store's convention), not local."""
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
 
 
 class TokenInvalid(Exception):
@@ -57,7 +62,7 @@ def issue_access_token(
     """Sign an access token for a client (``lifetime`` seconds, at most 300)."""
     lifetime = min(lifetime, ACCESS_TOKEN_SECONDS)
     jti = uuid.uuid4().hex
-    iat = int(now.timestamp())
+    iat = int(epoch_seconds(now))
     claims = {
         "iss": issuer,
         "aud": audience,
@@ -98,7 +103,7 @@ def verify_access_token(
     except jwt.InvalidTokenError:
         raise TokenInvalid("The access token is not valid") from None
     exp = claims["exp"]
-    if not isinstance(exp, int | float) or exp <= now.timestamp():
+    if not isinstance(exp, int | float) or exp <= epoch_seconds(now):
         raise TokenInvalid("The access token has expired")
     return claims
 
@@ -168,9 +173,9 @@ def verify_assertion(
     exp = claims["exp"]
     if not isinstance(exp, int | float):
         raise TokenInvalid("The client assertion exp is not a number")
-    if exp <= now.timestamp():
+    if exp <= epoch_seconds(now):
         raise TokenInvalid("The client assertion has expired")
-    if exp > now.timestamp() + MAX_ASSERTION_SECONDS + CLOCK_SKEW_SECONDS:
+    if exp > epoch_seconds(now) + MAX_ASSERTION_SECONDS + CLOCK_SKEW_SECONDS:
         raise TokenInvalid("The client assertion exp is more than 5 minutes ahead")
     if not isinstance(claims["jti"], str) or not claims["jti"]:
         raise TokenInvalid("The client assertion has no jti")

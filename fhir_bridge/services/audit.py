@@ -16,7 +16,7 @@ import os
 import threading
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -49,6 +49,8 @@ class AuditTrail:
         self._lock = threading.Lock()
         self._flusher: threading.Thread | None = None
         self._stop = threading.Event()
+        self._handle: TextIO | None = None
+        self._handle_pid = 0
 
     @property
     def spool_file(self) -> Path:
@@ -60,9 +62,9 @@ class AuditTrail:
         line = json.dumps({**event, "id": uuid.uuid4().hex}, separators=(",", ":")) + "\n"
         try:
             with self._lock:
-                self.spool_dir.mkdir(parents=True, exist_ok=True)
-                with self.spool_file.open("a", encoding="utf-8") as f:
-                    f.write(line)
+                handle = self._spool_handle()
+                handle.write(line)
+                handle.flush()  # into the kernel: it survives this process being killed
         except OSError:
             log.critical("audit spool unwritable; storing the event directly")
             self._store([json.loads(line)])
@@ -76,6 +78,7 @@ class AuditTrail:
         """Store every spooled event (this process's and dead processes'); returns how many."""
         stored = 0
         with self._lock:
+            self._close_handle()  # the spool is about to be renamed: the next record reopens
             for path in self._claimable():
                 # a name of its own: a batch that failed before must not be overwritten
                 claimed = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex}.flushing")
@@ -89,6 +92,19 @@ class AuditTrail:
                 if owner == str(os.getpid()) or (owner.isdigit() and not _alive(int(owner))):
                     stored += self._store_file(leftover)
         return stored
+
+    def _spool_handle(self) -> TextIO:
+        """This process's spool, open for appending (reopened after a fork or a flush)."""
+        if self._handle is None or self._handle_pid != os.getpid():
+            self.spool_dir.mkdir(parents=True, exist_ok=True)
+            self._handle = self.spool_file.open("a", encoding="utf-8")
+            self._handle_pid = os.getpid()
+        return self._handle
+
+    def _close_handle(self) -> None:
+        if self._handle is not None and self._handle_pid == os.getpid():
+            self._handle.close()
+        self._handle = None
 
     def _claimable(self) -> list[Path]:
         if not self.spool_dir.exists():

@@ -141,9 +141,6 @@ def visible(scope: MemberScope, resource_type: str) -> ColumnElement[bool]:
     return text(sql).bindparams(*params)  # type: ignore[return-value]
 
 
-_DATES = frozenset({"scope_low", "scope_high"})
-
-
 def _member_check_sql(kind: str, *, pyformat: bool) -> str:
     """``SELECT 1`` when one patient is the caller's member (``:name`` or ``%(name)s`` marks)."""
     sql = "SELECT 1 WHERE " + (_PAYER_MEMBER if kind == "payer" else _EHR_MEMBER)
@@ -152,6 +149,14 @@ def _member_check_sql(kind: str, *, pyformat: bool) -> str:
         for name in ("patient_id", "scope_org", "scope_low", "scope_high"):
             sql = sql.replace(f":{name}", f"%({name})s")
     return sql
+
+
+def _sqlite_datetime(at: datetime) -> str:
+    """SQLAlchemy's storage format for DateTime on SQLite (so text comparisons order right)."""
+    return (
+        f"{at.year:04d}-{at.month:02d}-{at.day:02d} "
+        f"{at.hour:02d}:{at.minute:02d}:{at.second:02d}.{at.microsecond:06d}"
+    )
 
 
 def members_among(session: Session, scope: MemberScope, patient_ids: Iterable[str]) -> set[str]:
@@ -176,12 +181,12 @@ def members_among(session: Session, scope: MemberScope, patient_ids: Iterable[st
             if raw.execute(sql, {**params, "patient_id": pid}, prepare=True).fetchone():
                 found.add(pid)
         return found
-    check = text(_member_check_sql(scope.kind, pyformat=False))
+    # SQLite: straight to the driver (building a bound text clause per call cost more than
+    # the query); datetimes as SQLAlchemy stores them there
+    raw = conn.connection.dbapi_connection
+    sql = _member_check_sql(scope.kind, pyformat=False)
+    values = {k: _sqlite_datetime(v) if isinstance(v, datetime) else v for k, v in params.items()}
     for pid in patient_ids:
-        values = {**params, "patient_id": pid}
-        bound = check.bindparams(
-            *[bindparam(k, v, type_=DateTime if k in _DATES else String) for k, v in values.items()]
-        )
-        if session.execute(bound).first():
+        if raw.execute(sql, {**values, "patient_id": pid}).fetchone():
             found.add(pid)
     return found

@@ -480,3 +480,18 @@ def test_an_unreachable_jwks_url_is_invalid_client_not_a_500(client, runtime, rs
     resp = token_request(client, rsa_key.assertion("gone-keys", TOKEN_URL))
     assert resp.status_code == 401
     assert resp.get_json()["error"] == "invalid_client"
+
+
+def test_a_cached_token_still_expires(app, client, monkeypatch):
+    from fhir_bridge.services import authorization
+    from fhir_bridge.services.authorization import VerifiedTokens
+
+    token = _access_token(app, now=utcnow() - timedelta(seconds=290))  # 10 s left
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.get("/fhir/Patient", headers=headers).status_code == 200
+    cache: VerifiedTokens = app.extensions["fhir_bridge_verified_tokens"]
+    later = utcnow() + timedelta(seconds=30)
+    assert cache.get(token, utcnow()) is not None
+    assert cache.get(token, later) is None  # expired: dropped, not served from the cache
+    monkeypatch.setattr(authorization, "utcnow", lambda: later)
+    assert client.get("/fhir/Patient", headers=headers).status_code == 401
