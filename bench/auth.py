@@ -22,8 +22,10 @@ import statistics
 import time
 from typing import Any
 
+from sqlalchemy import text
+
 from bench import dataset
-from bench.databases import BACKENDS, RESULTS_DIR
+from bench.databases import BACKENDS, RESULTS_DIR, analyze
 from bench.measure import HOST, percentiles
 from bench.run import prepare
 from bench.server import serve
@@ -61,6 +63,36 @@ def _token(url: str, port: int, role: str, organization: str | None) -> str:
     ).access_token
 
 
+_AUDIT_VERSIONS = "SELECT pk FROM resource_version WHERE resource_type = 'AuditEvent'"
+
+
+def purge_audit_events(url: str) -> int:
+    """Delete the AuditEvents earlier runs wrote (one per payer request), so every run
+    measures the same store; refresh the planner statistics. Returns how many."""
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            for table in ("search_token", "search_reference", "search_date", "search_string"):
+                conn.execute(text(f"DELETE FROM {table} WHERE version_pk IN ({_AUDIT_VERSIONS})"))
+            conn.execute(
+                text(
+                    "UPDATE resource SET current_version_pk = 0 WHERE resource_type = 'AuditEvent'"
+                )
+            )
+            conn.execute(text("DELETE FROM resource_version WHERE resource_type = 'AuditEvent'"))
+            purged = conn.execute(
+                text("DELETE FROM resource WHERE resource_type = 'AuditEvent'")
+            ).rowcount
+        if purged and engine.dialect.name == "postgresql":
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(text("VACUUM ANALYZE"))  # the deleted rows, out of the way
+        else:
+            analyze(engine)
+    finally:
+        engine.dispose()
+    return purged
+
+
 def _one(conn: http.client.HTTPConnection, path: str, headers: dict[str, str]) -> float:
     t0 = time.perf_counter()
     conn.request("GET", path, headers=headers)
@@ -75,6 +107,9 @@ def _one(conn: http.client.HTTPConnection, path: str, headers: dict[str, str]) -
 def measure_backend(backend: str, scale: str, requests: int) -> dict[str, Any]:
     """Interleaved latency of the three callers on one backend."""
     url, stored, _ = prepare(backend, scale)
+    purged = purge_audit_events(url)
+    if purged:
+        print(f"  removed {purged} AuditEvents of earlier runs", flush=True)
     patients = dataset.patients_in(stored)
     rng = random.Random("fhir-bridge-auth-bench")
     targets = [rng.randrange(patients) for _ in range(requests)]

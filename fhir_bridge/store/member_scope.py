@@ -151,6 +151,25 @@ def _member_check_sql(kind: str, *, pyformat: bool) -> str:
     return sql
 
 
+def member_probe(scope: MemberScope, patient_id: str) -> tuple[str, dict[str, object]]:
+    """A boolean SQL expression (``%(name)s`` marks), true when ``patient_id`` is the scoped
+    caller's member, and its parameters: for running the check inside another statement."""
+    member = (_PAYER_MEMBER if scope.kind == "payer" else _EHR_MEMBER).format(
+        patient="%(patient_id)s"
+    )
+    for name in ("scope_org", "scope_low", "scope_high"):
+        member = member.replace(f":{name}", f"%({name})s")
+    return member, {**_member_params(scope), "patient_id": patient_id}
+
+
+def _member_params(scope: MemberScope) -> dict[str, object]:
+    params: dict[str, object] = {"scope_org": scope.organization_id or ""}
+    if scope.kind == "payer":
+        params["scope_low"] = scope.period_low or datetime.min
+        params["scope_high"] = scope.period_high or datetime.max
+    return params
+
+
 def _sqlite_datetime(at: datetime) -> str:
     """SQLAlchemy's storage format for DateTime on SQLite (so text comparisons order right)."""
     return (
@@ -168,10 +187,7 @@ def members_among(session: Session, scope: MemberScope, patient_ids: Iterable[st
     """
     if scope.unrestricted:
         return set(patient_ids)
-    params: dict[str, object] = {"scope_org": scope.organization_id or ""}
-    if scope.kind == "payer":
-        params["scope_low"] = scope.period_low or datetime.min
-        params["scope_high"] = scope.period_high or datetime.max
+    params = _member_params(scope)
     found = set()
     conn = session.connection()
     if conn.dialect.name == "postgresql":

@@ -26,6 +26,7 @@ from fhir_bridge.store.member_scope import (
     COMPARTMENT_TYPES,
     EVERYTHING,
     MemberScope,
+    member_probe,
     members_among,
     visible,
 )
@@ -37,7 +38,7 @@ from fhir_bridge.store.models import (
     SearchToken,
 )
 from fhir_bridge.store.repository import StoredResource, _stored
-from fhir_bridge.store.snapshot import current_sequence
+from fhir_bridge.store.snapshot import current_sequence, current_sequence_probing
 
 V = ResourceVersion
 MAX_INCLUDED = 1000
@@ -312,14 +313,29 @@ def _scope_condition(session: Session, query: SearchQuery, scope: MemberScope) -
     return visible(scope, query.resource_type)
 
 
+def _snapshot_and_scope(
+    session: Session, query: SearchQuery, scope: MemberScope
+) -> tuple[int, Any]:
+    """A new search's snapshot and member condition. On PostgreSQL a search naming one
+    patient checks membership in the snapshot's own round trip (the common payer search)."""
+    named = None if scope.unrestricted else named_patients(query)
+    if named and len(named) == 1 and session.get_bind().dialect.name == "postgresql":
+        snapshot, member = current_sequence_probing(session, *member_probe(scope, named[0]))
+        return snapshot, true() if member else visible(scope, query.resource_type)
+    return current_sequence(session), _scope_condition(session, query, scope)
+
+
 def run_search(session: Session, query: SearchQuery, scope: MemberScope = EVERYTHING) -> SearchPage:
     """Execute ``query`` (one page) within ``scope``; FhirError(400) for a bad cursor or sort."""
     key_expr, descending, date_key = _sort_expression(query)
     cursor = Cursor.decode(query.cursor, date_key=date_key) if query.cursor else None
-    snapshot = cursor.snapshot if cursor else current_sequence(session)
+    if cursor:
+        snapshot, scope_condition = cursor.snapshot, _scope_condition(session, query, scope)
+    else:
+        snapshot, scope_condition = _snapshot_and_scope(session, query, scope)
     where = [
         _visible(query.resource_type, snapshot),
-        _scope_condition(session, query, scope),
+        scope_condition,
         *_conditions(query),
     ]
 

@@ -50,3 +50,30 @@ def current_sequence(session: Session) -> int:
     else:
         value = session.execute(select(func.max(ResourceVersion.pk))).scalar()
     return int(value or 0)
+
+
+def current_sequence_probing(
+    session: Session, probe: str, params: dict[str, object]
+) -> tuple[int, bool]:
+    """``current_sequence`` and a boolean SQL expression evaluated in the same round trips.
+
+    PostgreSQL only: ``probe`` (``%(name)s`` marks, as psycopg takes them) rides along with
+    the advisory lock request as a server-side prepared statement, so a check that would cost
+    its own round trip costs none. The snapshot is read exactly as ``current_sequence`` does.
+    """
+    raw = session.connection().connection.dbapi_connection
+    try:
+        row = raw.execute(
+            f"SELECT pg_advisory_lock(%(sequence_lock)s), {probe}",
+            {**params, "sequence_lock": WRITE_SEQUENCE_LOCK},
+            prepare=True,
+        ).fetchone()
+        value = session.execute(
+            select(func.max(ResourceVersion.pk), func.pg_advisory_unlock(WRITE_SEQUENCE_LOCK))
+        ).first()[0]
+    except Exception:
+        # as in current_sequence: never leave the session-level lock on a pooled connection
+        session.rollback()
+        session.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": WRITE_SEQUENCE_LOCK})
+        raise
+    return int(value or 0), bool(row[1])
