@@ -56,8 +56,8 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 #: (runtime) -> number of delivery rows routed
 Router = Callable[["Runtime"], int]
-#: (session, delivery pk) -> the transaction Bundle to send
-PayloadBuilder = Callable[[Session, int], dict[str, Any]]
+#: (session, claimed row) -> the transaction Bundle to send
+PayloadBuilder = Callable[[Session, queue.Job], dict[str, Any]]
 AuthFactory = Callable[[PartnerRow, requests.Session], PartnerAuth]
 
 #: a Retry-After beyond this is read as this (a partner cannot park a row for weeks)
@@ -72,16 +72,12 @@ def default_router(runtime: Runtime) -> int:
 
 
 def default_builder(clinic_system_base: str) -> PayloadBuilder:
-    """``services.delivery_payload.build_payload`` on the ``store.deliveries`` row."""
+    """``services.delivery_payload.build_payload`` for the claimed row's outbox event."""
 
-    def build(session: Session, pk: int) -> dict[str, Any]:
+    def build(session: Session, job: queue.Job) -> dict[str, Any]:
         from fhir_bridge.services.delivery_payload import build_payload
-        from fhir_bridge.store.deliveries import DeliveryStore
 
-        delivery = DeliveryStore(session).get(pk)
-        if delivery is None:
-            raise LookupError(f"delivery {pk} is gone")
-        return build_payload(session, delivery, clinic_system_base=clinic_system_base)
+        return build_payload(session, job, clinic_system_base=clinic_system_base)
 
     return build
 
@@ -276,15 +272,16 @@ class Worker:
         Returns the payloads and, for rows whose Bundle could not be built, the error type.
         """
         payloads = {job.pk: job.payload for job in jobs if job.payload is not None}
-        missing = [job.pk for job in jobs if job.payload is None]
+        missing = [job for job in jobs if job.payload is None]
         built: dict[int, bytes] = {}
         broken: dict[int, str] = {}
         if not missing:
             return payloads, broken
         with read_session(self.runtime.sessions) as session:
-            for pk in missing:
+            for job in missing:
+                pk = job.pk
                 try:
-                    built[pk] = jsonio.dumps(self.build(session, pk))
+                    built[pk] = jsonio.dumps(self.build(session, job))
                 except Exception as exc:
                     session.rollback()  # a failed statement must not poison the next build
                     log.error(
@@ -328,14 +325,21 @@ class Worker:
         lease: datetime,
     ) -> None:
         """Record every result (each at the time it came) and give back the unsent rows, in
-        one transaction. A crash before it records nothing: the rows are sent again."""
+        one transaction (the deliveries in one executemany). A crash before it records
+        nothing: the rows are sent again."""
         if not results and not unsent:
             return
         with write_session(self.runtime.sessions) as session:
-            lost = [
+            delivered = [(j, r, at) for j, r, at in results if r.outcome == "delivered"]
+            not_ours = queue.complete_many(
+                session, [(j.pk, at, r.status) for j, r, at in delivered], lease=lease
+            )
+            lost = [(j, r) for j, r, _ in delivered if j.pk in not_ours]
+            lost += [
                 (job, result)
                 for job, result, at in results
-                if not self._record(session, job, result, at, lease)
+                if result.outcome != "delivered"
+                and not self._record(session, job, result, at, lease)
             ]
             if unsent:
                 queue.release(session, unsent, lease=lease)
@@ -348,10 +352,9 @@ class Worker:
     def _record(
         self, session: Session, job: queue.Job, result: SendResult, now: datetime, lease: datetime
     ) -> bool:
-        """Record one result; False when the row is no longer ours (its lease was lost)."""
+        """Record one failed attempt; False when the row is no longer ours (its lease was
+        lost). Deliveries are recorded together by ``queue.complete_many``."""
         attempt = job.attempts + 1
-        if result.outcome == "delivered":
-            return queue.complete(session, job.pk, now=now, status_code=result.status, lease=lease)
         if result.outcome == "dead":
             return queue.dead(
                 session,

@@ -243,8 +243,13 @@ def _bundle(
 
 
 def _strip(resource: Resource) -> dict[str, Any]:
-    """A deep copy without ``id`` and ``meta.versionId``/``meta.lastUpdated``."""
-    body = {k: copy.deepcopy(v) for k, v in resource.items() if k != "id"}
+    """A shallow copy without ``id`` and ``meta.versionId``/``meta.lastUpdated``.
+
+    Shallow is enough: ``_rewrite`` then builds every dict and list of the entry anew (and
+    copies contained resources and reference parts), so the output shares nothing mutable
+    with the input.
+    """
+    body = {k: v for k, v in resource.items() if k != "id"}
     meta = {
         k: v for k, v in (body.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")
     }
@@ -267,7 +272,7 @@ def _rewrite(
                     node, f"{match.group(1)}/{match.group(2)}", local, linked, systems
                 )
         return {
-            k: (v if k == "contained" else _rewrite(v, local, linked, systems))
+            k: (copy.deepcopy(v) if k == "contained" else _rewrite(v, local, linked, systems))
             for k, v in node.items()
         }
     if isinstance(node, list):
@@ -284,8 +289,8 @@ def _reference(
 ) -> dict[str, Any]:
     """One Reference: to an entry's fullUrl, else logical (by identifier), else type + display."""
     if key in local:
-        return {**node, "reference": local[key]}
-    rest = {k: v for k, v in node.items() if k != "reference"}
+        return {**copy.deepcopy(dict(node)), "reference": local[key]}
+    rest = {k: copy.deepcopy(v) for k, v in node.items() if k != "reference"}
     rest.setdefault("type", key.partition("/")[0])
     target = linked.get(key)
     ident = _logical_identifier(target, systems) if target is not None else None

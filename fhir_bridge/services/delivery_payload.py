@@ -8,12 +8,11 @@ after a later change carries the later state, which the partner's conditional up
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
 from fhir_bridge.mapping.delivery_bundle import referral_bundle, relative_references, session_bundle
-from fhir_bridge.store.deliveries import DeliveryRow
 from fhir_bridge.store.models import OutboxEvent
 from fhir_bridge.store.referrals import ReferralStore
 from fhir_bridge.store.repository import ResourceStore
@@ -25,8 +24,17 @@ class PayloadSourceGone(LookupError):
     """What the delivery is about (its outbox event, or the resource the event names) is gone."""
 
 
+class AboutAnEvent(Protocol):
+    """A delivery as the worker (``delivery_queue.Job``) or the log (``DeliveryRow``) sees it."""
+
+    @property
+    def outbox_pk(self) -> int:
+        """The outbox event the delivery carries."""
+        ...
+
+
 def build_payload(
-    session: Session, delivery: DeliveryRow, *, clinic_system_base: str
+    session: Session, delivery: AboutAnEvent, *, clinic_system_base: str
 ) -> dict[str, Any]:
     """The transaction Bundle for ``delivery`` (see ``mapping.delivery_bundle``).
 
@@ -60,14 +68,17 @@ def _session_payload(
     subject = (procedure.get("subject") or {}).get("reference")
     if not isinstance(subject, str):
         raise PayloadSourceGone(f"{reference} names no patient")
-    patient = _required(store, subject, "the visit's patient")
     observations = [
         o.resource for o in store.search_references("Observation", "part-of", reference)
     ]
-    goal_refs = sorted(
-        r for r in relative_references([procedure, *observations]) if r.startswith("Goal/")
+    goal_keys = sorted(
+        _key(r) for r in relative_references([procedure, *observations]) if r.startswith("Goal/")
     )
-    goals = [g.resource for g in (store.get("Goal", r.partition("/")[2]) for r in goal_refs) if g]
+    found = store.get_many([_key(subject), *goal_keys])  # one query for the patient and goals
+    if _key(subject) not in found:
+        raise PayloadSourceGone(f"the visit's patient: {subject} is gone")
+    patient = found[_key(subject)].resource
+    goals = [found[k].resource for k in goal_keys if k in found]
     task = _task_of_visit(store, procedure)
     sent = [patient, procedure, *observations, *goals, *([task] if task else [])]
     return session_bundle(
@@ -113,13 +124,14 @@ def _referral_payload(
     )
 
 
+def _key(reference: str) -> tuple[str, str]:
+    resource_type, _, resource_id = reference.partition("/")
+    return resource_type, resource_id
+
+
 def _linked(store: ResourceStore, sent: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Resources the sent ones reference but the Bundle does not carry (for logical refs)."""
+    """Resources the sent ones reference but the Bundle does not carry (for logical refs),
+    read in one query."""
     carried = {f"{r['resourceType']}/{r['id']}" for r in sent}
-    linked = {}
-    for reference in sorted(relative_references(sent) - carried):
-        resource_type, _, resource_id = reference.partition("/")
-        found = store.get(resource_type, resource_id)
-        if found is not None:
-            linked[reference] = found.resource
-    return linked
+    found = store.get_many(_key(r) for r in sorted(relative_references(sent) - carried))
+    return {f"{t}/{i}": stored.resource for (t, i), stored in sorted(found.items())}

@@ -54,6 +54,7 @@ class Job:
 
     pk: int
     partner_pk: int
+    outbox_pk: int
     patient_id: str | None
     event_type: str
     status: str
@@ -177,6 +178,7 @@ def lease_deadline(now: datetime, lease_seconds: float) -> datetime:
 _JOB_COLUMNS = (
     Delivery.pk,
     Delivery.partner_pk,
+    Delivery.outbox_pk,
     Delivery.patient_id,
     Delivery.event_type,
     Delivery.status,
@@ -250,6 +252,50 @@ def complete(
         outcome=None,
         delivered_at=now,
     )
+
+
+_COLUMNS = Delivery.__table__.c
+#: one row delivered (executed for many rows at once: see ``complete_many``)
+_COMPLETE_ONE = (
+    update(Delivery.__table__)
+    .where(_COLUMNS.pk == bindparam("b_pk"))
+    .values(
+        attempts=_COLUMNS.attempts + 1,
+        lease_until=None,
+        last_attempt_at=bindparam("b_at"),
+        last_status=bindparam("b_status"),
+        status=DELIVERED,
+        last_error=None,
+        outcome=None,
+        delivered_at=bindparam("b_at"),
+    )
+)
+
+
+def complete_many(
+    session: Session,
+    delivered: Sequence[tuple[int, datetime, int | None]],
+    *,
+    lease: datetime | None = None,
+) -> set[int]:
+    """``complete`` for several rows, each ``(pk, when, status code)``, in two statements
+    (which rows are still ours, then one executemany). Returns the pks no longer ours (the
+    lease was lost, or the row is not pending); those are left as they are."""
+    if not delivered:
+        return set()
+    pks = [pk for pk, _, _ in delivered]
+    ours = select(Delivery.pk).where(Delivery.pk.in_(pks), Delivery.status == PENDING)
+    if lease is not None:
+        ours = ours.where(Delivery.lease_until == lease)
+    if session.get_bind().dialect.name == "postgresql":
+        ours = ours.with_for_update()  # held until the update (SQLite: one writer already)
+    held = set(session.scalars(ours))
+    rows = [
+        {"b_pk": pk, "b_at": at, "b_status": status} for pk, at, status in delivered if pk in held
+    ]
+    if rows:
+        session.connection().execute(_COMPLETE_ONE, rows)
+    return set(pks) - held
 
 
 def _failed(now: datetime) -> dict[str, Any]:

@@ -119,6 +119,45 @@ _SET_CURRENT = (
 )
 
 
+#: the current version of one resource (built once: constructing a select costs more than
+#: running it against an index)
+_READ_CURRENT = (
+    select(*_VERSION_COLUMNS)
+    .join(Resource, Resource.current_version_pk == ResourceVersion.pk)
+    .where(
+        Resource.resource_type == bindparam("resource_type"),
+        Resource.resource_id == bindparam("resource_id"),
+    )
+)
+#: the current versions of several resources, by (type, id)
+_READ_CURRENT_MANY = (
+    select(*_VERSION_COLUMNS)
+    .join(Resource, Resource.current_version_pk == ResourceVersion.pk)
+    .where(
+        tuple_(Resource.resource_type, Resource.resource_id).in_(bindparam("keys", expanding=True))
+    )
+)
+
+
+#: live resources of a type whose search parameter references one resource
+_REFERENCING = (
+    select(*_VERSION_COLUMNS)
+    .where(
+        ResourceVersion.pk.in_(
+            select(SearchReference.version_pk).where(
+                SearchReference.resource_type == bindparam("resource_type"),
+                SearchReference.param == bindparam("param"),
+                SearchReference.target_type == bindparam("target_type"),
+                SearchReference.target_id == bindparam("target_id"),
+            )
+        ),
+        ResourceVersion.superseded_by.is_(None),
+        ResourceVersion.deleted.is_(False),
+    )
+    .order_by(ResourceVersion.pk)
+)
+
+
 def _stored_row(row: Row[Any]) -> StoredResource:
     """A StoredResource from a row of ``_VERSION_COLUMNS``."""
     return StoredResource(*row)
@@ -165,9 +204,7 @@ class ResourceStore:
     def read(self, resource_type: str, resource_id: str) -> StoredResource:
         """The current version; raises ResourceNotFound, or ResourceGone if deleted."""
         row = self.session.execute(
-            select(*_VERSION_COLUMNS)
-            .join(Resource, Resource.current_version_pk == ResourceVersion.pk)
-            .where(Resource.resource_type == resource_type, Resource.resource_id == resource_id)
+            _READ_CURRENT, {"resource_type": resource_type, "resource_id": resource_id}
         ).one_or_none()
         if row is None:
             raise ResourceNotFound(resource_type, resource_id)
@@ -181,6 +218,15 @@ class ResourceStore:
             return self.read(resource_type, resource_id)
         except (ResourceNotFound, ResourceGone):
             return None
+
+    def get_many(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], StoredResource]:
+        """The current versions of the (type, id) ``keys`` on file and not deleted, in one
+        query; keys not on file are absent from the answer."""
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        rows = self.session.execute(_READ_CURRENT_MANY, {"keys": wanted})
+        return {(r.resource_type, r.resource_id): _stored_row(r) for r in rows if not r.deleted}
 
     def vread(self, resource_type: str, resource_id: str, version_id: int) -> StoredResource:
         """One specific version; a deleted version answers ResourceGone."""
@@ -255,20 +301,14 @@ class ResourceStore:
     ) -> list[StoredResource]:
         """Live resources of a type whose ``param`` references ``Type/id`` (current versions)."""
         target_type, _, target_id = reference.partition("/")
-        match = select(SearchReference.version_pk).where(
-            SearchReference.resource_type == resource_type,
-            SearchReference.param == param,
-            SearchReference.target_type == target_type,
-            SearchReference.target_id == target_id,
-        )
         rows = self.session.execute(
-            select(*_VERSION_COLUMNS)
-            .where(
-                ResourceVersion.pk.in_(match),
-                ResourceVersion.superseded_by.is_(None),
-                ResourceVersion.deleted.is_(False),
-            )
-            .order_by(ResourceVersion.pk)
+            _REFERENCING,
+            {
+                "resource_type": resource_type,
+                "param": param,
+                "target_type": target_type,
+                "target_id": target_id,
+            },
         )
         return [_stored_row(r) for r in rows]
 

@@ -45,8 +45,9 @@ class Clock:
         self.now += timedelta(**delta)
 
 
-def _build(session: Session, pk: int) -> dict[str, Any]:
+def _build(session: Session, job: queue.Job) -> dict[str, Any]:
     """Stand-in for build_payload: a transaction Bundle whose first fullUrl names the row."""
+    pk = job.pk
     row = session.get(Delivery, pk)
     assert row is not None
     return {
@@ -268,6 +269,33 @@ def test_lease_expiry_lets_a_second_worker_take_the_row(runtime: Runtime, peer: 
     with write_session(runtime.sessions) as session:
         stale = queue.lease_deadline(T0, 120)
         assert not queue.complete(session, pk, now=T0, status_code=200, lease=stale)
+
+
+def test_recording_deliveries_together_fences_out_rows_whose_lease_was_lost(
+    runtime: Runtime, peer: FhirPeer
+) -> None:
+    kept, lost, done = _deliveries(runtime, _partner(runtime, "p1", peer.base), ["a", "b", "c"])
+    with write_session(runtime.sessions) as session:
+        claimed = queue.claim(session, worker_id="a", now=T0, lease_seconds=120, limit=10)
+    assert sorted(claimed) == sorted([kept, lost, done])
+    lease = queue.lease_deadline(T0, 120)
+    with write_session(runtime.sessions) as session:  # another worker took one, one is done
+        session.execute(update(Delivery).where(Delivery.pk == lost).values(lease_until=T0))
+        session.execute(update(Delivery).where(Delivery.pk == done).values(status="delivered"))
+    at = T0 + timedelta(seconds=5)
+    with write_session(runtime.sessions) as session:
+        results = [(kept, at, 201), (lost, at, 200), (done, at, 200)]
+        assert queue.complete_many(session, results, lease=lease) == {lost, done}
+    row = _row(runtime, kept)
+    assert (row.status, row.attempts, row.last_status, row.lease_until) == (
+        "delivered",
+        1,
+        201,
+        None,
+    )
+    assert row.delivered_at == at
+    assert (_row(runtime, lost).status, _row(runtime, lost).attempts) == ("pending", 0)
+    assert _row(runtime, done).attempts == 0
 
 
 def test_order_per_patient_kept(runtime: Runtime, peer: FhirPeer) -> None:
@@ -602,10 +630,10 @@ def test_a_payload_that_cannot_be_built_does_not_stop_the_batch(
 
     pks = _deliveries(runtime, _partner(runtime, "p1", peer.base), ["a", "b", "c"])
 
-    def build(session: Session, pk: int) -> dict[str, Any]:
-        if pk == pks[0]:
+    def build(session: Session, job: queue.Job) -> dict[str, Any]:
+        if job.pk == pks[0]:
             session.execute(text("SELECT * FROM no_such_table"))  # fails inside the transaction
-        return _build(session, pk)
+        return _build(session, job)
 
     worker = _worker(runtime, Clock())
     worker.build = build

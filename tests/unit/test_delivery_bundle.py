@@ -211,6 +211,28 @@ def test_identical_input_gives_identical_output_and_the_input_is_untouched():
     assert json.dumps(first, sort_keys=False) == json.dumps(again, sort_keys=False)
 
 
+def _containers(node: Any) -> list[Any]:
+    """Every dict and list inside ``node``."""
+    if isinstance(node, dict):
+        return [node, *(c for v in node.values() for c in _containers(v))]
+    if isinstance(node, list):
+        return [node, *(c for v in node for c in _containers(v))]
+    return []
+
+
+def test_the_bundle_shares_no_dict_or_list_with_its_input():
+    visit = _visit()
+    visit["procedure"]["contained"] = [{"resourceType": "Device", "id": "d1"}]
+    visit["procedure"]["performer"][0]["actor"]["extension"] = [{"url": "x", "valueString": "y"}]
+    before = copy.deepcopy(visit)
+    bundle = session_bundle(**visit, clinic_system_base=BASE)
+    inputs = {id(c) for c in _containers(visit)}
+    assert not [c for c in _containers(bundle) if id(c) in inputs]
+    for container in _containers(bundle):  # so changing the output never changes the input
+        container.clear()
+    assert visit == before
+
+
 def test_a_visit_without_referral_has_no_task():
     bundle = _build(task=None)
     assert [e["resource"]["resourceType"] for e in bundle["entry"]][-1] == "Observation"
