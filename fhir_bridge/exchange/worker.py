@@ -22,6 +22,9 @@ After a retryable failure, the partner's remaining rows in the batch are given b
 down partner costs one timeout per cycle, not one per row); when the lease is about to run
 out, the rest of the batch is given back too.
 
+``run_forever`` prepares the next batch (route, claim, build) while a sending thread delivers
+the current one, so a partner's answer time overlaps the bridge's own work.
+
 Partner health alerts live in this process's memory (each worker process alerts on its own;
 a restart forgets, so a partner still failing alerts again after ``alert_after`` failures).
 """
@@ -32,9 +35,10 @@ import logging
 import random
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import requests
 from sqlalchemy.orm import Session
@@ -52,6 +56,7 @@ if TYPE_CHECKING:
     from fhir_bridge.settings import Settings
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 Clock = Callable[[], datetime]
 #: (runtime) -> number of delivery rows routed
@@ -87,6 +92,20 @@ def default_auth(partner: PartnerRow, http: requests.Session) -> PartnerAuth:
     return partner_auth(partner.auth_kind, partner.auth, session=http)
 
 
+@dataclass(frozen=True)
+class _Batch:
+    """A claimed batch, ready to send: rows in claim order, their partners and Bundles."""
+
+    pks: list[int]
+    lease: datetime
+    partners: dict[int, PartnerRow]
+    #: the rows whose partner is on file and enabled (the others are given back)
+    sendable: dict[int, queue.Job]
+    payloads: dict[int, bytes]
+    #: rows whose Bundle could not be built: the error type
+    broken: dict[int, str]
+
+
 @dataclass
 class _Health:
     """One partner's state as this process saw it."""
@@ -108,7 +127,7 @@ class Worker:
         sleep: Callable[[float], object],
         batch: int = 20,
         lease_seconds: float = 120,
-        per_partner: int = queue.DEFAULT_PER_PARTNER,
+        per_partner: int | None = None,
         timeout: float = 10.0,
         backoff_base: float = backoff.DEFAULT_BASE,
         backoff_cap: float = backoff.DEFAULT_CAP,
@@ -124,7 +143,8 @@ class Worker:
     ) -> None:
         """``clock`` returns naive UTC; ``sleep`` waits between idle cycles (pass
         ``stop_event.wait`` to stop promptly). ``max_age``: give up this long after a row's
-        first failed attempt.
+        first failed attempt. ``per_partner``: at most this many rows of one partner per
+        claim (default: the whole batch; a claim fills it round-robin over partners).
         ``route``/``build``/``auth_factory`` default to the services and ``partner_auth``.
         """
         self.runtime = runtime
@@ -187,6 +207,46 @@ class Worker:
         partners, one write storing the payloads built for rows sent for the first time, and
         one write recording every result (and giving back the rows not sent).
         """
+        batch = self._prepare()
+        return 0 if batch is None else self._deliver(batch)
+
+    def run_forever(self, stop_event: threading.Event) -> None:
+        """Cycle until ``stop_event`` is set, sleeping ``idle_seconds`` when there was no work.
+
+        The next batch is routed, claimed and built while the current one is being sent (one
+        sending thread): a partner's answer time then overlaps the bridge's own work instead
+        of adding to it. Order per patient holds: a row in flight is still pending under its
+        lease, which holds back the patient's later rows from the next claim.
+
+        A failing cycle (database down ...) is logged by type only and retried after the
+        idle pause: exception texts may quote row values.
+        """
+        log.info("delivery worker started", extra={"worker": self.worker_id})
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="delivery-send") as sender:
+            in_flight: Future[int] | None = None
+            while not stop_event.is_set():
+                batch = self._guarded(self._prepare)
+                attempted = self._guarded(in_flight.result) if in_flight else 0
+                in_flight = sender.submit(self._deliver, batch) if batch else None
+                if batch is None and not attempted and not stop_event.is_set():
+                    self.sleep(self.idle_seconds)
+            if in_flight is not None:
+                self._guarded(in_flight.result)
+        log.info("delivery worker stopped", extra={"worker": self.worker_id})
+
+    def _guarded(self, step: Callable[[], _T]) -> _T | None:
+        """``step()``, or None after logging a failure by type (see ``run_forever``)."""
+        try:
+            return step()
+        except Exception as exc:
+            log.error(
+                "delivery cycle failed",
+                extra={"worker": self.worker_id, "error_type": type(exc).__name__},
+            )
+            return None
+
+    def _prepare(self) -> _Batch | None:
+        """Route, claim a batch and make sure every row has its stored Bundle."""
         self.route(self.runtime)
         now = self.clock()
         with write_session(self.runtime.sessions) as session:
@@ -196,11 +256,10 @@ class Worker:
                 now=now,
                 lease_seconds=self.lease_seconds,
                 limit=self.batch,
-                per_partner=self.per_partner,
+                per_partner=self.per_partner or self.batch,
             )
         if not pks:
-            return 0
-        lease = queue.lease_deadline(now, self.lease_seconds)
+            return None
         with read_session(self.runtime.sessions) as session:
             jobs = queue.jobs(session, pks)
             store = PartnerStore(session)
@@ -215,54 +274,45 @@ class Worker:
             if (p := partners.get(job.partner_pk)) is not None and p.enabled
         }
         payloads, broken = self._payloads(list(sendable.values()))
+        return _Batch(
+            pks=pks,
+            lease=queue.lease_deadline(now, self.lease_seconds),
+            partners=partners,
+            sendable=sendable,
+            payloads=payloads,
+            broken=broken,
+        )
+
+    def _deliver(self, batch: _Batch) -> int:
+        """Send a prepared batch in claim order and record the results; how many were tried."""
         # a send may take two timeouts (401 then retry) plus a token request
         margin = timedelta(seconds=3 * self.timeout)
         attempted = 0
         unsent: list[int] = []
         failing: set[int] = set()
         results: list[tuple[queue.Job, SendResult, datetime]] = []
-        for index, pk in enumerate(pks):
-            if self.clock() + margin >= lease:
-                unsent.extend(pks[index:])
+        for index, pk in enumerate(batch.pks):
+            if self.clock() + margin >= batch.lease:
+                unsent.extend(batch.pks[index:])
                 break
-            job = sendable.get(pk)
+            job = batch.sendable.get(pk)
             if job is None or job.partner_pk in failing:
                 unsent.append(pk)
                 continue
-            if pk in broken:
+            if pk in batch.broken:
                 # not the partner's fault: no alert; retried with backoff like a failure
-                error = f"payload could not be built ({broken[pk]})"
+                error = f"payload could not be built ({batch.broken[pk]})"
                 results.append((job, SendResult("retry", error=error), self.clock()))
                 continue
-            partner = partners[job.partner_pk]
-            result = self._send(partner, payloads[pk])
+            partner = batch.partners[job.partner_pk]
+            result = self._send(partner, batch.payloads[pk])
             results.append((job, result, self.clock()))
             self._track(partner, result)
             attempted += 1
             if result.outcome == "retry":
                 failing.add(job.partner_pk)
-        self._record_all(results, unsent, lease)
+        self._record_all(results, unsent, batch.lease)
         return attempted
-
-    def run_forever(self, stop_event: threading.Event) -> None:
-        """Cycle until ``stop_event`` is set, sleeping ``idle_seconds`` when there was no work.
-
-        A failing cycle (database down ...) is logged by type only and retried after the
-        idle pause: exception texts may quote row values.
-        """
-        log.info("delivery worker started", extra={"worker": self.worker_id})
-        while not stop_event.is_set():
-            try:
-                attempted = self.run_once()
-            except Exception as exc:
-                log.error(
-                    "delivery cycle failed",
-                    extra={"worker": self.worker_id, "error_type": type(exc).__name__},
-                )
-                attempted = 0
-            if attempted == 0 and not stop_event.is_set():
-                self.sleep(self.idle_seconds)
-        log.info("delivery worker stopped", extra={"worker": self.worker_id})
 
     # -- one delivery ----------------------------------------------------------------------
 

@@ -7,9 +7,11 @@ Rules the queries keep:
   waiting for its retry) holds back the later ones. Dead rows do not block: a dead letter
   must not stop a patient's later events forever (a requeued dead row may then arrive after
   newer ones). Rows without a patient are independent of each other.
-* **Fairness.** A claim takes at most ``per_partner`` rows of any one partner, round-robin
-  (each partner's first row, then each one's second ...), so a dead partner's backlog cannot
-  fill every batch and starve a live one.
+* **Fairness.** A claim fills its batch round-robin over partners (each partner's first row,
+  then each one's second ...), taking at most ``per_partner`` rows of any one partner (the
+  worker's default: the whole batch), so a dead partner's backlog cannot crowd out a live
+  one: every partner with a due row has a place in every claim (while there are no more
+  partners than the batch size).
 * **One claimer.** On PostgreSQL the chosen rows are locked ``FOR UPDATE SKIP LOCKED`` and
   re-checked, so concurrent workers never take the same row. SQLite serialises writers
   (``BEGIN IMMEDIATE`` in ``write_session``) and the bridge runs one worker there.

@@ -12,6 +12,7 @@ import base64
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -66,14 +67,9 @@ def _build(session: Session, job: queue.Job) -> dict[str, Any]:
 
 def _worker(runtime: Runtime, clock: Clock, name: str = "w1", **kwargs: Any) -> Worker:
     kwargs.setdefault("timeout", 5.0)
+    kwargs.setdefault("build", _build)
     return Worker(
-        runtime,
-        worker_id=name,
-        clock=clock,
-        sleep=lambda _s: None,
-        route=lambda _rt: 0,
-        build=_build,
-        **kwargs,
+        runtime, worker_id=name, clock=clock, sleep=lambda _s: None, route=lambda _rt: 0, **kwargs
     )
 
 
@@ -321,6 +317,42 @@ def test_order_per_patient_kept(runtime: Runtime, peer: FhirPeer) -> None:
     assert sorted(sent) == sorted(pks)
     for patient_rows in ([pks[0], pks[2], pks[3]], [pks[1], pks[4]]):
         assert [pk for pk in sent if pk in patient_rows] == patient_rows
+
+
+def test_run_forever_builds_the_next_batch_while_one_is_sent_and_keeps_patient_order(
+    runtime: Runtime, peer: FhirPeer
+) -> None:
+    patients = ["A", "B", "A", "A", "B", "C", "A", "B", "C", "A"]
+    pks = _deliveries(runtime, _partner(runtime, "p1", peer.base), patients)
+    peer.delay = 0.05
+    built_while_sending: list[int] = []
+
+    def build(session: Session, job: queue.Job) -> dict[str, Any]:
+        with peer.lock:
+            if peer.in_flight:
+                built_while_sending.append(job.pk)
+        return _build(session, job)
+
+    stop = threading.Event()
+    worker = _worker(runtime, Clock(), batch=2, idle_seconds=0.01, build=build)
+    worker.sleep = stop.wait
+    thread = threading.Thread(target=worker.run_forever, args=(stop,))
+    thread.start()
+    try:
+        for _ in range(400):
+            if all(_row(runtime, pk).status == "delivered" for pk in pks):
+                break
+            time.sleep(0.025)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()
+    sent = [int(u.rsplit(":", 1)[1]) for u in peer.ids()]
+    assert sorted(sent) == sorted(pks)  # each once
+    for patient in "ABC":
+        rows = [pk for pk, p in zip(pks, patients, strict=True) if p == patient]
+        assert [pk for pk in sent if pk in rows] == rows
+    assert built_while_sending  # the next batch was prepared during a send
 
 
 def test_dead_partner_does_not_starve_a_live_one(runtime: Runtime) -> None:

@@ -28,6 +28,8 @@ class FhirPeer:
     retry_after: str | None = None
     status_override: int | None = None
     delay: float = 0.0
+    #: POSTs being answered right now
+    in_flight: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def outcome(self, status: int) -> dict[str, Any]:
@@ -63,7 +65,11 @@ def fhir_peer() -> Iterator[FhirPeer]:
             peer = state["peer"]
             raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             if peer.delay:
+                with peer.lock:
+                    peer.in_flight += 1
                 time.sleep(peer.delay)
+                with peer.lock:
+                    peer.in_flight -= 1
             with peer.lock:
                 peer.attempts += 1
                 peer.posts.append(raw)
