@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -65,6 +66,8 @@ Router = Callable[["Runtime"], int]
 PayloadBuilder = Callable[[Session, queue.Job], dict[str, Any]]
 AuthFactory = Callable[[PartnerRow, requests.Session], PartnerAuth]
 
+#: the GIL switch interval while ``run_forever`` runs (Python's default: 5 ms)
+SEND_SWITCH_INTERVAL = 0.0005
 #: a Retry-After beyond this is read as this (a partner cannot park a row for weeks)
 MAX_RETRY_AFTER = 24 * 3600.0
 
@@ -222,6 +225,17 @@ class Worker:
         idle pause: exception texts may quote row values.
         """
         log.info("delivery worker started", extra={"worker": self.worker_id})
+        # The sending thread mostly waits on the partner; when an answer arrives it must get
+        # the GIL back from the building thread soon, not after the default 5 ms slice.
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(SEND_SWITCH_INTERVAL)
+        try:
+            self._pipeline(stop_event)
+        finally:
+            sys.setswitchinterval(switch_interval)
+        log.info("delivery worker stopped", extra={"worker": self.worker_id})
+
+    def _pipeline(self, stop_event: threading.Event) -> None:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="delivery-send") as sender:
             in_flight: Future[int] | None = None
             while not stop_event.is_set():
@@ -232,7 +246,6 @@ class Worker:
                     self.sleep(self.idle_seconds)
             if in_flight is not None:
                 self._guarded(in_flight.result)
-        log.info("delivery worker stopped", extra={"worker": self.worker_id})
 
     def _guarded(self, step: Callable[[], _T]) -> _T | None:
         """``step()``, or None after logging a failure by type (see ``run_forever``)."""

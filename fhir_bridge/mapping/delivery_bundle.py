@@ -43,6 +43,7 @@ _RELATIVE = re.compile(
 )
 
 Resource = Mapping[str, Any]
+_CONTAINERS = (dict, list)
 
 
 class BundleInputError(ValueError):
@@ -153,7 +154,8 @@ def relative_references(resources: Iterable[Resource]) -> set[str]:
     """``Type/id`` of every relative literal reference in ``resources`` (contained excluded)."""
     found: set[str] = set()
     for resource in resources:
-        _collect(resource, found)
+        if isinstance(resource, _CONTAINERS):
+            _collect(resource, found)
     return found
 
 
@@ -204,6 +206,7 @@ def _order(entry: _Entry) -> tuple[str, str]:
 
 
 def _collect(node: Any, found: set[str]) -> None:
+    # only containers are descended into: most nodes are strings and numbers
     if isinstance(node, dict):
         for key, value in node.items():
             if key == "contained":
@@ -212,11 +215,12 @@ def _collect(node: Any, found: set[str]) -> None:
                 match = _RELATIVE.match(value)
                 if match:
                     found.add(f"{match.group(1)}/{match.group(2)}")
-            else:
+            elif isinstance(value, _CONTAINERS):
                 _collect(value, found)
-    elif isinstance(node, list):
+    else:
         for item in node:
-            _collect(item, found)
+            if isinstance(item, _CONTAINERS):
+                _collect(item, found)
 
 
 def _bundle(
@@ -263,6 +267,8 @@ def _strip(resource: Resource) -> dict[str, Any]:
 def _rewrite(
     node: Any, local: Mapping[str, str], linked: Mapping[str, Resource], systems: ClinicSystems
 ) -> Any:
+    """A copy of ``node`` with its relative references resolved (leaves are shared: they are
+    strings, numbers and booleans, which nobody can change)."""
     if isinstance(node, dict):
         ref = node.get("reference")
         if isinstance(ref, str):
@@ -272,11 +278,20 @@ def _rewrite(
                     node, f"{match.group(1)}/{match.group(2)}", local, linked, systems
                 )
         return {
-            k: (copy.deepcopy(v) if k == "contained" else _rewrite(v, local, linked, systems))
+            k: (
+                copy.deepcopy(v)
+                if k == "contained"
+                else _rewrite(v, local, linked, systems)
+                if isinstance(v, _CONTAINERS)
+                else v
+            )
             for k, v in node.items()
         }
     if isinstance(node, list):
-        return [_rewrite(item, local, linked, systems) for item in node]
+        return [
+            _rewrite(item, local, linked, systems) if isinstance(item, _CONTAINERS) else item
+            for item in node
+        ]
     return node
 
 
