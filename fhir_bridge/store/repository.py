@@ -129,12 +129,15 @@ _READ_CURRENT = (
         Resource.resource_id == bindparam("resource_id"),
     )
 )
-#: the current versions of several resources, by (type, id)
+#: the current versions of resources of some types with some ids. Not a row-value
+#: ``(type, id) IN (...)``: SQLite answers that with a scan of every resource, where two
+#: plain INs walk the (type, id) index (the caller drops the pairs it did not ask for).
 _READ_CURRENT_MANY = (
     select(*_VERSION_COLUMNS)
     .join(Resource, Resource.current_version_pk == ResourceVersion.pk)
     .where(
-        tuple_(Resource.resource_type, Resource.resource_id).in_(bindparam("keys", expanding=True))
+        Resource.resource_type.in_(bindparam("types", expanding=True)),
+        Resource.resource_id.in_(bindparam("ids", expanding=True)),
     )
 )
 
@@ -225,8 +228,16 @@ class ResourceStore:
         wanted = list(dict.fromkeys(keys))
         if not wanted:
             return {}
-        rows = self.session.execute(_READ_CURRENT_MANY, {"keys": wanted})
-        return {(r.resource_type, r.resource_id): _stored_row(r) for r in rows if not r.deleted}
+        asked = set(wanted)
+        rows = self.session.execute(
+            _READ_CURRENT_MANY,
+            {"types": sorted({t for t, _ in asked}), "ids": sorted({i for _, i in asked})},
+        )
+        return {
+            (r.resource_type, r.resource_id): _stored_row(r)
+            for r in rows
+            if not r.deleted and (r.resource_type, r.resource_id) in asked
+        }
 
     def vread(self, resource_type: str, resource_id: str, version_id: int) -> StoredResource:
         """One specific version; a deleted version answers ResourceGone."""

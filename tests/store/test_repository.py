@@ -171,3 +171,20 @@ def test_bulk_create_indexes_every_resource(runtime):
         store = ResourceStore(session)
         assert store.read("Observation", "o7").resource["valueQuantity"]["value"] == 7
         assert [s.resource_id for s in store.search_by_identifier("Patient", None, "P-1")] == ["p1"]
+
+
+def test_get_many_answers_exactly_the_pairs_asked_for_that_are_live(runtime):
+    with write_session(runtime.sessions) as session:
+        store = ResourceStore(session)
+        store.update(patient("a", "GM-A", "Rivera", "Ana"))
+        store.update(patient("b", "GM-B", "Okafor", "Chidi"))
+        store.update(patient("gone", "GM-G", "Nguyen", "Bao"))
+        store.update(observation("a", "Patient/a"))  # same id as Patient/a, another type
+        store.delete("Patient", "gone")
+    with read_session(runtime.sessions) as session:
+        found = ResourceStore(session).get_many(
+            [("Patient", "a"), ("Observation", "b"), ("Patient", "gone"), ("Patient", "a")]
+        )
+        assert set(found) == {("Patient", "a")}  # not Observation/a nor Patient/b
+        assert found[("Patient", "a")].resource["identifier"][0]["value"] == "GM-A"
+        assert ResourceStore(session).get_many([]) == {}
