@@ -62,7 +62,8 @@ _T = TypeVar("_T")
 Clock = Callable[[], datetime]
 #: (runtime) -> number of delivery rows routed
 Router = Callable[["Runtime"], int]
-#: (session, claimed row) -> the transaction Bundle to send
+#: (session, claimed row) -> the transaction Bundle to send. It depends on the row's outbox
+#: event only (not on the partner): rows of one event in a batch share one build.
 PayloadBuilder = Callable[[Session, queue.Job], dict[str, Any]]
 AuthFactory = Callable[[PartnerRow, requests.Session], PartnerAuth]
 
@@ -340,11 +341,15 @@ class Worker:
         broken: dict[int, str] = {}
         if not missing:
             return payloads, broken
+        by_event: dict[int, bytes] = {}  # a visit going to a physician and a payer: built once
         with read_session(self.runtime.sessions) as session:
             for job in missing:
                 pk = job.pk
+                if job.outbox_pk in by_event:
+                    built[pk] = by_event[job.outbox_pk]
+                    continue
                 try:
-                    built[pk] = jsonio.dumps(self.build(session, job))
+                    built[pk] = by_event[job.outbox_pk] = jsonio.dumps(self.build(session, job))
                 except Exception as exc:
                     session.rollback()  # a failed statement must not poison the next build
                     log.error(

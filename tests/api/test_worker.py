@@ -355,6 +355,41 @@ def test_run_forever_builds_the_next_batch_while_one_is_sent_and_keeps_patient_o
     assert built_while_sending  # the next batch was prepared during a send
 
 
+def test_one_event_for_two_partners_is_built_once_and_both_get_the_same_bytes(
+    runtime: Runtime,
+) -> None:
+    with fhir_peer() as physician, fhir_peer() as payer:
+        (first,) = _deliveries(runtime, _partner(runtime, "doc", physician.base), ["pat-1"])
+        payer_pk = _partner(runtime, "payer", payer.base)
+        with write_session(runtime.sessions) as session:
+            row = session.get(Delivery, first)
+            assert row is not None
+            second = session.execute(
+                insert(Delivery)
+                .values(
+                    partner_pk=payer_pk,
+                    outbox_pk=row.outbox_pk,
+                    event_type=row.event_type,
+                    patient_id=row.patient_id,
+                    status="pending",
+                    attempts=0,
+                    next_attempt_at=T0,
+                    created_at=T0,
+                )
+                .returning(Delivery.pk)
+            ).scalar_one()
+        builds: list[int] = []
+
+        def build(session: Session, job: queue.Job) -> dict[str, Any]:
+            builds.append(job.pk)
+            return _build(session, job)
+
+        assert _worker(runtime, Clock(), build=build).run_once() == 2
+        assert len(builds) == 1
+        assert physician.posts == payer.posts
+        assert _row(runtime, first).payload == _row(runtime, second).payload
+
+
 def test_dead_partner_does_not_starve_a_live_one(runtime: Runtime) -> None:
     with fhir_peer() as down, fhir_peer() as up:
         down.outage = True
