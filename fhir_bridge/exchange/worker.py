@@ -35,7 +35,7 @@ import logging
 import random
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -91,6 +91,21 @@ def default_builder(clinic_system_base: str) -> PayloadBuilder:
     return build
 
 
+#: (session, outbox event pks) -> each event's Bundle, or the exception that stopped it
+BatchBuilder = Callable[[Session, Sequence[int]], Mapping[int, "dict[str, Any] | Exception"]]
+
+
+def default_batch_builder(clinic_system_base: str) -> BatchBuilder:
+    """``services.delivery_payload.build_payloads``: a batch's Bundles from a few reads."""
+
+    def build_many(session: Session, outbox_pks: Sequence[int]) -> Mapping[int, Any]:
+        from fhir_bridge.services.delivery_payload import build_payloads
+
+        return build_payloads(session, outbox_pks, clinic_system_base=clinic_system_base)
+
+    return build_many
+
+
 def default_auth(partner: PartnerRow, http: requests.Session) -> PartnerAuth:
     """``partner_auth`` for the partner, sharing the worker's HTTP session."""
     return partner_auth(partner.auth_kind, partner.auth, session=http)
@@ -143,6 +158,7 @@ class Worker:
         http: requests.Session | None = None,
         route: Router | None = None,
         build: PayloadBuilder | None = None,
+        build_many: BatchBuilder | None = None,
         auth_factory: AuthFactory | None = None,
     ) -> None:
         """``clock`` returns naive UTC; ``sleep`` waits between idle cycles (pass
@@ -168,7 +184,10 @@ class Worker:
         self.rng = rng or random.Random()
         self.http = http or requests.Session()
         self.route = route or default_router
-        self.build = build or default_builder(runtime.settings.clinic_system_base)
+        base = runtime.settings.clinic_system_base
+        self.build = build or default_builder(base)
+        # a batch builder by default; a caller's own ``build`` is used row by row
+        self.build_many = build_many or (default_batch_builder(base) if build is None else None)
         self.auth_factory = auth_factory or default_auth
         self._auth: dict[tuple[int, datetime], PartnerAuth] = {}
         self._health: dict[int, _Health] = {}
@@ -341,26 +360,52 @@ class Worker:
         broken: dict[int, str] = {}
         if not missing:
             return payloads, broken
-        by_event: dict[int, bytes] = {}  # a visit going to a physician and a payer: built once
+        firsts: dict[int, queue.Job] = {}  # one row per event
+        for job in missing:
+            firsts.setdefault(job.outbox_pk, job)
         with read_session(self.runtime.sessions) as session:
-            for job in missing:
-                pk = job.pk
-                if job.outbox_pk in by_event:
-                    built[pk] = by_event[job.outbox_pk]
-                    continue
-                try:
-                    built[pk] = by_event[job.outbox_pk] = jsonio.dumps(self.build(session, job))
-                except Exception as exc:
-                    session.rollback()  # a failed statement must not poison the next build
-                    log.error(
-                        "delivery payload could not be built",
-                        extra={"delivery": pk, "error_type": type(exc).__name__},
-                    )
-                    broken[pk] = type(exc).__name__
+            bundles = self._build_batch(session, list(firsts.values()))
+        for job in missing:  # a visit going to a physician and a payer: built once
+            result = bundles[job.outbox_pk]
+            if isinstance(result, Exception):
+                log.error(
+                    "delivery payload could not be built",
+                    extra={"delivery": job.pk, "error_type": type(result).__name__},
+                )
+                broken[job.pk] = type(result).__name__
+            else:
+                built[job.pk] = result
         if built:
             with write_session(self.runtime.sessions) as session:
                 built = queue.store_payloads(session, built)
         return {**payloads, **built}, broken
+
+    def _build_batch(
+        self, session: Session, jobs: Sequence[queue.Job]
+    ) -> dict[int, bytes | Exception]:
+        """Each job's event's Bundle as bytes, or the exception that stopped it: all at once
+        when there is a batch builder (row by row if it fails), else row by row."""
+        if self.build_many is not None:
+            try:
+                many = self.build_many(session, [job.outbox_pk for job in jobs])
+                return {
+                    pk: result if isinstance(result, Exception) else jsonio.dumps(result)
+                    for pk, result in many.items()
+                }
+            except Exception as exc:
+                session.rollback()
+                log.warning(
+                    "building a batch of payloads failed; building them one by one",
+                    extra={"error_type": type(exc).__name__, "worker": self.worker_id},
+                )
+        out: dict[int, bytes | Exception] = {}
+        for job in jobs:
+            try:
+                out[job.outbox_pk] = jsonio.dumps(self.build(session, job))
+            except Exception as exc:
+                session.rollback()  # a failed statement must not poison the next build
+                out[job.outbox_pk] = exc
+        return out
 
     def _send(self, partner: PartnerRow, payload: bytes) -> SendResult:
         """POST one payload with the partner's auth."""

@@ -8,14 +8,18 @@ after a later change carries the later state, which the partner's conditional up
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from fhir_bridge.mapping.delivery_bundle import referral_bundle, relative_references, session_bundle
 from fhir_bridge.store.models import OutboxEvent
-from fhir_bridge.store.referrals import ReferralStore
-from fhir_bridge.store.repository import ResourceStore
+from fhir_bridge.store.referrals import ReferralRow, ReferralStore
+from fhir_bridge.store.repository import ResourceStore, StoredResource
 
 GOAL_EXTENSION = "http://hl7.org/fhir/StructureDefinition/resource-pertainsToGoal"
 
@@ -41,70 +45,163 @@ def build_payload(
     :raise PayloadSourceGone: the outbox event, the event's resource, the Procedure's patient
         or the referral's Task is no longer on file (or deleted).
     """
-    event = session.get(OutboxEvent, delivery.outbox_pk)
-    if event is None:
-        raise PayloadSourceGone(f"outbox event {delivery.outbox_pk} is gone")
+    pk = delivery.outbox_pk
+    result = build_payloads(session, [pk], clinic_system_base=clinic_system_base)[pk]
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def build_payloads(
+    session: Session, outbox_pks: Iterable[int], *, clinic_system_base: str
+) -> dict[int, dict[str, Any] | Exception]:
+    """The transaction Bundles of several outbox events, keyed by event pk.
+
+    Visits are read together: a handful of set-based queries for the whole set (events,
+    procedures, observations, patients and goals, referrals, Tasks, linked resources), not a
+    handful per event. An event whose Bundle cannot be built maps to the exception
+    (``PayloadSourceGone``, ``BundleInputError`` ...); a failing database read raises.
+    """
+    wanted = list(dict.fromkeys(outbox_pks))
+    events = {
+        e.pk: e for e in session.scalars(select(OutboxEvent).where(OutboxEvent.pk.in_(wanted)))
+    }
     store = ResourceStore(session)
-    if event.event_type == "session.documented":
-        return _session_payload(store, event, clinic_system_base)
-    if event.event_type.startswith("referral."):
-        return _referral_payload(store, event, clinic_system_base)
-    raise ValueError(f"no payload for event type {event.event_type!r}")
+    out: dict[int, dict[str, Any] | Exception] = {}
+    visits: dict[int, OutboxEvent] = {}
+    for pk in wanted:
+        event = events.get(pk)
+        if event is None:
+            out[pk] = PayloadSourceGone(f"outbox event {pk} is gone")
+        elif event.event_type == "session.documented":
+            visits[pk] = event
+        elif event.event_type.startswith("referral."):
+            out[pk] = _attempt(lambda e=event: _referral_payload(store, e, clinic_system_base))
+        else:
+            out[pk] = ValueError(f"no payload for event type {event.event_type!r}")
+    out.update(_visit_payloads(store, visits, clinic_system_base))
+    return out
+
+
+def _attempt(build: Callable[[], dict[str, Any]]) -> dict[str, Any] | Exception:
+    """``build()``, or the exception it raised about the data (database errors propagate)."""
+    try:
+        return build()
+    except SQLAlchemyError:
+        raise
+    except Exception as exc:
+        return exc
+
+
+@dataclass
+class _Visit:
+    """What one visit's Bundle is made of, as it is gathered."""
+
+    procedure: dict[str, Any]
+    subject: str
+    observations: list[dict[str, Any]]
+    goal_keys: list[tuple[str, str]]
+    patient: dict[str, Any] | None = None
+    goals: list[dict[str, Any]] = field(default_factory=list)
+    task: dict[str, Any] | None = None
+
+
+def _visit_payloads(
+    store: ResourceStore, visits: Mapping[int, OutboxEvent], clinic_system_base: str
+) -> dict[int, dict[str, Any] | Exception]:
+    out: dict[int, dict[str, Any] | Exception] = {}
+    refs = {pk: f"{e.resource_type}/{e.resource_id}" for pk, e in visits.items()}
+    procedures = store.get_many(_key(r) for r in refs.values())
+    observations = store.referencing_many("Observation", "part-of", refs.values())
+    gathered: dict[int, _Visit] = {}
+    for pk, ref in refs.items():
+        stored = procedures.get(_key(ref))
+        if stored is None:
+            out[pk] = PayloadSourceGone(f"the documented visit: {ref} is gone")
+            continue
+        procedure = stored.resource
+        subject = (procedure.get("subject") or {}).get("reference")
+        if not isinstance(subject, str):
+            out[pk] = PayloadSourceGone(f"{ref} names no patient")
+            continue
+        obs = [o.resource for o in observations.get(ref, [])]
+        goal_keys = sorted(
+            _key(r) for r in relative_references([procedure, *obs]) if r.startswith("Goal/")
+        )
+        gathered[pk] = _Visit(procedure, subject, obs, goal_keys)
+    # one query for every patient and goal, one for the referrals, one for their Tasks
+    people = store.get_many(k for v in gathered.values() for k in (_key(v.subject), *v.goal_keys))
+    referrals = ReferralStore(store.session).get_many(
+        sr for v in gathered.values() for sr in _based_on(v.procedure)
+    )
+    tasks = store.get_many(("Task", row.task_id) for row in referrals.values())
+    for pk, visit in list(gathered.items()):
+        patient = people.get(_key(visit.subject))
+        if patient is None:
+            out[pk] = PayloadSourceGone(f"the visit's patient: {visit.subject} is gone")
+            del gathered[pk]
+            continue
+        visit.patient = patient.resource
+        visit.goals = [people[k].resource for k in visit.goal_keys if k in people]
+        visit.task = _first_task(visit.procedure, referrals, tasks)
+    # one query for everything the Bundles reference but do not carry
+    sent = {pk: _sent(v) for pk, v in gathered.items()}
+    missing = {pk: _not_carried(resources) for pk, resources in sent.items()}
+    linked = store.get_many(_key(r) for refs_of in missing.values() for r in refs_of)
+    for pk, visit in gathered.items():
+        out[pk] = _attempt(
+            lambda v=visit, pk=pk: session_bundle(
+                patient=v.patient or {},
+                procedure=v.procedure,
+                observations=v.observations,
+                goals=v.goals,
+                task=v.task,
+                linked={r: linked[_key(r)].resource for r in missing[pk] if _key(r) in linked},
+                clinic_system_base=clinic_system_base,
+            )
+        )
+    return out
+
+
+def _sent(visit: _Visit) -> list[dict[str, Any]]:
+    carried = [visit.patient, visit.procedure, *visit.observations, *visit.goals, visit.task]
+    return [r for r in carried if r is not None]
+
+
+def _not_carried(sent: list[dict[str, Any]]) -> list[str]:
+    """References of the sent resources to resources the Bundle does not carry."""
+    carried = {f"{r['resourceType']}/{r['id']}" for r in sent}
+    return sorted(relative_references(sent) - carried)
+
+
+def _based_on(procedure: Mapping[str, Any]) -> list[str]:
+    """The ServiceRequest ids in a Procedure's ``basedOn``, in order."""
+    out = []
+    for based_on in procedure.get("basedOn") or []:
+        ref = based_on.get("reference") if isinstance(based_on, dict) else None
+        if isinstance(ref, str) and ref.startswith("ServiceRequest/"):
+            out.append(ref.partition("/")[2])
+    return out
+
+
+def _first_task(
+    procedure: Mapping[str, Any],
+    referrals: Mapping[str, ReferralRow],
+    tasks: Mapping[tuple[str, str], StoredResource],
+) -> dict[str, Any] | None:
+    """The Task of the first referral (ServiceRequest in ``basedOn``) on file, if any."""
+    for sr_id in _based_on(procedure):
+        row = referrals.get(sr_id)
+        if row is not None and ("Task", row.task_id) in tasks:
+            return tasks[("Task", row.task_id)].resource
+    return None
 
 
 def _required(store: ResourceStore, reference: str, why: str) -> dict[str, Any]:
-    resource_type, _, resource_id = reference.partition("/")
-    found = store.get(resource_type, resource_id)
+    found = store.get(*_key(reference))
     if found is None:
         raise PayloadSourceGone(f"{why}: {reference} is gone")
     return found.resource
-
-
-def _session_payload(
-    store: ResourceStore, event: OutboxEvent, clinic_system_base: str
-) -> dict[str, Any]:
-    reference = f"{event.resource_type}/{event.resource_id}"
-    procedure = _required(store, reference, "the documented visit")
-    subject = (procedure.get("subject") or {}).get("reference")
-    if not isinstance(subject, str):
-        raise PayloadSourceGone(f"{reference} names no patient")
-    observations = [
-        o.resource for o in store.search_references("Observation", "part-of", reference)
-    ]
-    goal_keys = sorted(
-        _key(r) for r in relative_references([procedure, *observations]) if r.startswith("Goal/")
-    )
-    found = store.get_many([_key(subject), *goal_keys])  # one query for the patient and goals
-    if _key(subject) not in found:
-        raise PayloadSourceGone(f"the visit's patient: {subject} is gone")
-    patient = found[_key(subject)].resource
-    goals = [found[k].resource for k in goal_keys if k in found]
-    task = _task_of_visit(store, procedure)
-    sent = [patient, procedure, *observations, *goals, *([task] if task else [])]
-    return session_bundle(
-        patient=patient,
-        procedure=procedure,
-        observations=observations,
-        goals=goals,
-        task=task,
-        linked=_linked(store, sent),
-        clinic_system_base=clinic_system_base,
-    )
-
-
-def _task_of_visit(store: ResourceStore, procedure: dict[str, Any]) -> dict[str, Any] | None:
-    """The Task of the first referral (ServiceRequest in ``basedOn``) on file, if any."""
-    referrals = ReferralStore(store.session)
-    for based_on in procedure.get("basedOn") or []:
-        ref = based_on.get("reference") if isinstance(based_on, dict) else None
-        if not isinstance(ref, str) or not ref.startswith("ServiceRequest/"):
-            continue
-        row = referrals.get(ref.partition("/")[2])
-        if row is not None:
-            task = store.get("Task", row.task_id)
-            if task is not None:
-                return task.resource
-    return None
 
 
 def _referral_payload(
@@ -132,6 +229,5 @@ def _key(reference: str) -> tuple[str, str]:
 def _linked(store: ResourceStore, sent: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Resources the sent ones reference but the Bundle does not carry (for logical refs),
     read in one query."""
-    carried = {f"{r['resourceType']}/{r['id']}" for r in sent}
-    found = store.get_many(_key(r) for r in sorted(relative_references(sent) - carried))
+    found = store.get_many(_key(r) for r in _not_carried(sent))
     return {f"{t}/{i}": stored.resource for (t, i), stored in sorted(found.items())}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -101,6 +102,14 @@ class ReferralStore:
     def get(self, service_request_id: str, *, for_update: bool = False) -> ReferralRow | None:
         """The referral of a ServiceRequest id."""
         return self._one(Referral.service_request_id == service_request_id, for_update=for_update)
+
+    def get_many(self, service_request_ids: Iterable[str]) -> dict[str, ReferralRow]:
+        """The referrals of several ServiceRequest ids (those on file), in one query."""
+        ids = sorted(set(service_request_ids))
+        if not ids:
+            return {}
+        found = self.session.scalars(select(Referral).where(Referral.service_request_id.in_(ids)))
+        return {r.service_request_id: _row(r) for r in found}
 
     def by_task(self, task_id: str) -> ReferralRow | None:
         """The referral a Task tracks."""

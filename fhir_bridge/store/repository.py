@@ -142,25 +142,6 @@ _READ_CURRENT_MANY = (
 )
 
 
-#: live resources of a type whose search parameter references one resource
-_REFERENCING = (
-    select(*_VERSION_COLUMNS)
-    .where(
-        ResourceVersion.pk.in_(
-            select(SearchReference.version_pk).where(
-                SearchReference.resource_type == bindparam("resource_type"),
-                SearchReference.param == bindparam("param"),
-                SearchReference.target_type == bindparam("target_type"),
-                SearchReference.target_id == bindparam("target_id"),
-            )
-        ),
-        ResourceVersion.superseded_by.is_(None),
-        ResourceVersion.deleted.is_(False),
-    )
-    .order_by(ResourceVersion.pk)
-)
-
-
 def _stored_row(row: Row[Any]) -> StoredResource:
     """A StoredResource from a row of ``_VERSION_COLUMNS``."""
     return StoredResource(*row)
@@ -311,17 +292,39 @@ class ResourceStore:
         self, resource_type: str, param: str, reference: str
     ) -> list[StoredResource]:
         """Live resources of a type whose ``param`` references ``Type/id`` (current versions)."""
-        target_type, _, target_id = reference.partition("/")
+        return self.referencing_many(resource_type, param, [reference]).get(reference, [])
+
+    def referencing_many(
+        self, resource_type: str, param: str, references: Iterable[str]
+    ) -> dict[str, list[StoredResource]]:
+        """``search_references`` for several ``Type/id`` targets in one query: each target's
+        referencing resources in pk order (targets nothing references are absent)."""
+        targets = {tuple(r.partition("/")[::2]) for r in references}
+        if not targets:
+            return {}
         rows = self.session.execute(
-            _REFERENCING,
-            {
-                "resource_type": resource_type,
-                "param": param,
-                "target_type": target_type,
-                "target_id": target_id,
-            },
+            select(*_VERSION_COLUMNS, SearchReference.target_type, SearchReference.target_id)
+            .join(SearchReference, SearchReference.version_pk == ResourceVersion.pk)
+            .where(
+                SearchReference.resource_type == resource_type,
+                SearchReference.param == param,
+                SearchReference.target_type.in_(sorted({t for t, _ in targets})),
+                SearchReference.target_id.in_(sorted({i for _, i in targets})),
+                ResourceVersion.superseded_by.is_(None),
+                ResourceVersion.deleted.is_(False),
+            )
+            .order_by(ResourceVersion.pk)
         )
-        return [_stored_row(r) for r in rows]
+        found: dict[str, list[StoredResource]] = {}
+        seen: set[tuple[str, int]] = set()  # a resource naming one target twice counts once
+        for row in rows:
+            *version, target_type, target_id = row
+            reference = f"{target_type}/{target_id}"
+            if (target_type, target_id) not in targets or (reference, row.pk) in seen:
+                continue
+            seen.add((reference, row.pk))
+            found.setdefault(reference, []).append(StoredResource(*version))
+        return found
 
     # ---------------------------------------------------------------- writes
     def create(

@@ -7,6 +7,7 @@ directly in the store.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,7 +15,11 @@ import pytest
 
 from fhir_bridge.fhir.transaction import iter_references
 from fhir_bridge.fhir.validation import validate_resource
-from fhir_bridge.services.delivery_payload import PayloadSourceGone, build_payload
+from fhir_bridge.services.delivery_payload import (
+    PayloadSourceGone,
+    build_payload,
+    build_payloads,
+)
 from fhir_bridge.services.routing import (
     GAP_GRACE,
     RoutingFacts,
@@ -244,6 +249,39 @@ def test_a_payload_whose_resource_is_gone_says_so(runtime, flow, partners):
         ResourceStore(s).delete("Procedure", flow["procedure"])
     with pytest.raises(PayloadSourceGone, match="Procedure"):
         _payload(runtime, row)
+
+
+def test_a_batch_builds_the_same_bundles_as_one_at_a_time_and_isolates_a_broken_one(
+    client, runtime, flow, partners
+):
+    second = post_session(client, session("V-2"))
+    assert second.status_code == 201, second.get_json()
+    [gone] = [r["id"] for r in second.get_json()["resources"] if r["resourceType"] == "Procedure"]
+    route_pending(runtime)
+    rows = _deliveries(runtime)
+    events = sorted({d.outbox_pk for d in rows})
+    base = runtime.settings.clinic_system_base
+    with read_session(runtime.sessions) as s:
+        one_by_one = {pk: build_payload(s, _Event(pk), clinic_system_base=base) for pk in events}
+        together = build_payloads(s, events, clinic_system_base=base)
+    assert together == one_by_one
+    assert len(events) >= 5  # the referral's events and both visits
+    with write_session(runtime.sessions) as s:
+        ResourceStore(s).delete("Procedure", gone)
+    with read_session(runtime.sessions) as s:
+        after = build_payloads(s, events, clinic_system_base=base)
+        broken = {pk for pk, result in after.items() if isinstance(result, Exception)}
+        assert len(broken) == 1
+        [result] = [after[pk] for pk in broken]
+        assert isinstance(result, PayloadSourceGone)
+        assert gone in str(result)
+        for pk in set(events) - broken:  # the others still build, as they would alone
+            assert after[pk] == build_payload(s, _Event(pk), clinic_system_base=base)
+
+
+@dataclass(frozen=True)
+class _Event:
+    outbox_pk: int
 
 
 def test_enqueue_is_idempotent_and_list_filters(runtime, flow, partners):

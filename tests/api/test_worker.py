@@ -390,6 +390,23 @@ def test_one_event_for_two_partners_is_built_once_and_both_get_the_same_bytes(
         assert _row(runtime, first).payload == _row(runtime, second).payload
 
 
+def test_a_failing_batch_build_falls_back_to_building_row_by_row(
+    runtime: Runtime, peer: FhirPeer
+) -> None:
+    from sqlalchemy import text
+
+    pks = _deliveries(runtime, _partner(runtime, "p1", peer.base), ["a", "b"])
+
+    def build_many(session: Session, outbox_pks: Any) -> dict[int, Any]:
+        session.execute(text("SELECT * FROM no_such_table"))  # fails inside the transaction
+        raise AssertionError("unreachable")
+
+    worker = _worker(runtime, Clock(), build_many=build_many)
+    assert worker.run_once() == 2
+    assert [_row(runtime, pk).status for pk in pks] == ["delivered", "delivered"]
+    assert sorted(peer.ids()) == sorted(f"urn:delivery:{pk}" for pk in pks)
+
+
 def test_dead_partner_does_not_starve_a_live_one(runtime: Runtime) -> None:
     with fhir_peer() as down, fhir_peer() as up:
         down.outage = True
