@@ -25,8 +25,7 @@ out, the rest of the batch is given back too.
 ``run_forever`` prepares the next batch (route, claim, build) while a sending thread delivers
 the current one, so a partner's answer time overlaps the bridge's own work.
 
-Partner health alerts live in this process's memory (each worker process alerts on its own;
-a restart forgets, so a partner still failing alerts again after ``alert_after`` failures).
+Alerts, once per incident and per worker process, come from ``exchange.partner_health``.
 """
 
 from __future__ import annotations
@@ -46,6 +45,7 @@ from sqlalchemy.orm import Session
 
 from fhir_bridge.exchange import backoff
 from fhir_bridge.exchange.auth import PartnerAuth, partner_auth
+from fhir_bridge.exchange.partner_health import PartnerHealth
 from fhir_bridge.exchange.sender import SendResult, send_bundle
 from fhir_bridge.fhir import jsonio
 from fhir_bridge.store import delivery_queue as queue
@@ -125,15 +125,6 @@ class _Batch:
     broken: dict[int, str]
 
 
-@dataclass
-class _Health:
-    """One partner's state as this process saw it."""
-
-    failures: int = 0
-    succeeded: bool = False
-    alerted: bool = False
-
-
 class Worker:
     """Sends deliveries; see the module docstring. One instance per thread or process."""
 
@@ -190,7 +181,13 @@ class Worker:
         self.build_many = build_many or (default_batch_builder(base) if build is None else None)
         self.auth_factory = auth_factory or default_auth
         self._auth: dict[tuple[int, datetime], PartnerAuth] = {}
-        self._health: dict[int, _Health] = {}
+        self.health = PartnerHealth(
+            worker_id=worker_id,
+            clock=clock,
+            http=self.http,
+            webhook=alert_webhook,
+            alert_after=alert_after,
+        )
 
     @classmethod
     def from_settings(
@@ -340,7 +337,7 @@ class Worker:
             partner = batch.partners[job.partner_pk]
             result = self._send(partner, batch.payloads[pk])
             results.append((job, result, self.clock()))
-            self._track(partner, result)
+            self.health.record(partner, result)
             attempted += 1
             if result.outcome == "retry":
                 failing.add(job.partner_pk)
@@ -506,48 +503,3 @@ class Worker:
         if result.retry_after is not None:
             delay = max(delay, min(result.retry_after, MAX_RETRY_AFTER))
         return delay
-
-    # -- partner health --------------------------------------------------------------------
-
-    def _track(self, partner: PartnerRow, result: SendResult) -> None:
-        health = self._health.setdefault(partner.pk, _Health())
-        if result.delivered:
-            if health.alerted:
-                log.warning("partner %s recovered", partner.key, extra={"partner": partner.key})
-            self._health[partner.pk] = _Health(succeeded=True)
-            return
-        health.failures += 1
-        if health.alerted:
-            return
-        if health.succeeded or health.failures >= self.alert_after:
-            health.alerted = True
-            self._alert(partner, result, health.failures)
-
-    def _alert(self, partner: PartnerRow, result: SendResult, failures: int) -> None:
-        """Once per incident: ERROR log and the optional webhook (ids and codes only)."""
-        log.error(
-            "partner %s failing",
-            partner.key,
-            extra={
-                "partner": partner.key,
-                "failures": failures,
-                "status": result.status,
-                "error": result.error,
-                "worker": self.worker_id,
-            },
-        )
-        if not self.alert_webhook:
-            return
-        body = {
-            "event": "partner.failing",
-            "partner": partner.key,
-            "failures": failures,
-            "last_status": result.status,
-            "last_error": result.error,
-            "worker": self.worker_id,
-            "at": self.clock().isoformat(timespec="seconds") + "Z",
-        }
-        try:
-            self.http.post(self.alert_webhook, json=body, timeout=5)
-        except requests.RequestException as exc:
-            log.warning("alert webhook failed", extra={"error_type": type(exc).__name__})

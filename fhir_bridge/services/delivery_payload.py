@@ -1,8 +1,10 @@
-"""The Bundle one delivery sends: read the current resources, hand them to the pure builder.
+"""The Bundle a delivery sends: read the current resources, hand them to the pure builder.
 
 Runs in the caller's session (the worker builds a row's payload once and stores it, so a
 retry resends the same bytes). The resources are read as they are *now*: a delivery built
 after a later change carries the later state, which the partner's conditional updates accept.
+``build_payloads`` builds a worker's whole batch from a handful of set-based reads;
+``build_payload`` is the same for one event.
 """
 
 from __future__ import annotations
