@@ -128,15 +128,20 @@ def seed_sessions(runtime: Runtime, count: int) -> list[int]:
         )
     print(f"  stored {count} sessions in {time.perf_counter() - started:.1f} s", flush=True)
     with write_session(runtime.sessions) as session:
-        events = list(
-            session.execute(
-                select(OutboxEvent.pk)
-                .where(OutboxEvent.event_type == "session.documented")
-                .order_by(OutboxEvent.pk)
-            ).scalars()
-        )
+        events = documented_events(session)
         _park_router(session)
     return events
+
+
+def documented_events(session: Any) -> list[int]:
+    """The pks of every session.documented outbox event, oldest first."""
+    return list(
+        session.execute(
+            select(OutboxEvent.pk)
+            .where(OutboxEvent.event_type == "session.documented")
+            .order_by(OutboxEvent.pk)
+        ).scalars()
+    )
 
 
 def _park_router(session: Any) -> None:

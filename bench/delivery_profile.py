@@ -19,12 +19,20 @@ from urllib.parse import quote
 from sqlalchemy import select
 
 from bench.databases import DATA_DIR
-from bench.deliveries import PG_SCHEMA, PG_URL, bench_settings, counts, enqueue, utcnow
+from bench.deliveries import (
+    PG_SCHEMA,
+    PG_URL,
+    bench_settings,
+    counts,
+    documented_events,
+    enqueue,
+    utcnow,
+)
 from bench.peer import loopback_peer
 from fhir_bridge.exchange.worker import Worker
 from fhir_bridge.services.runtime import build_runtime
 from fhir_bridge.store.db import read_session, write_session
-from fhir_bridge.store.models import OutboxEvent, Partner
+from fhir_bridge.store.models import Partner
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,13 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             partner.base_url = peer.base
             partner_pk = partner.pk
         with read_session(runtime.sessions) as session:
-            events = list(
-                session.execute(
-                    select(OutboxEvent.pk)
-                    .where(OutboxEvent.event_type == "session.documented")
-                    .order_by(OutboxEvent.pk)
-                ).scalars()
-            )
+            events = documented_events(session)
         enqueue(runtime, partner_pk, events, len(events))
         stop = threading.Event()
         worker = Worker.from_settings(runtime, worker_id="profile", clock=utcnow, sleep=stop.wait)

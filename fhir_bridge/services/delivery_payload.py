@@ -23,8 +23,6 @@ from fhir_bridge.store.models import OutboxEvent
 from fhir_bridge.store.referrals import ReferralRow, ReferralStore
 from fhir_bridge.store.repository import ResourceStore, StoredResource
 
-GOAL_EXTENSION = "http://hl7.org/fhir/StructureDefinition/resource-pertainsToGoal"
-
 
 class PayloadSourceGone(LookupError):
     """What the delivery is about (its outbox event, or the resource the event names) is gone."""

@@ -243,17 +243,7 @@ def complete(
     lease: datetime | None = None,
 ) -> bool:
     """The partner took it: delivered. False when the row is no longer ours (or not pending)."""
-    return _record_attempt(
-        session,
-        pk,
-        lease,
-        now=now,
-        status_code=status_code,
-        status=DELIVERED,
-        last_error=None,
-        outcome=None,
-        delivered_at=now,
-    )
+    return not complete_many(session, [(pk, now, status_code)], lease=lease)
 
 
 _COLUMNS = Delivery.__table__.c

@@ -141,25 +141,28 @@ def visible(scope: MemberScope, resource_type: str) -> ColumnElement[bool]:
     return text(sql).bindparams(*params)  # type: ignore[return-value]
 
 
-def _member_check_sql(kind: str, *, pyformat: bool) -> str:
-    """``SELECT 1`` when one patient is the caller's member (``:name`` or ``%(name)s`` marks)."""
-    sql = "SELECT 1 WHERE " + (_PAYER_MEMBER if kind == "payer" else _EHR_MEMBER)
-    sql = sql.format(patient=":patient_id")
+def _member_sql(kind: str, *, pyformat: bool) -> str:
+    """The EXISTS expression true when ``patient_id`` is the caller's member (``:name`` or
+    psycopg's ``%(name)s`` marks)."""
+    sql = (_PAYER_MEMBER if kind == "payer" else _EHR_MEMBER).format(patient=":patient_id")
     if pyformat:
         for name in ("patient_id", "scope_org", "scope_low", "scope_high"):
             sql = sql.replace(f":{name}", f"%({name})s")
     return sql
 
 
+def _member_check_sql(kind: str, *, pyformat: bool) -> str:
+    """``SELECT 1`` when one patient is the caller's member."""
+    return "SELECT 1 WHERE " + _member_sql(kind, pyformat=pyformat)
+
+
 def member_probe(scope: MemberScope, patient_id: str) -> tuple[str, dict[str, object]]:
     """A boolean SQL expression (``%(name)s`` marks), true when ``patient_id`` is the scoped
     caller's member, and its parameters: for running the check inside another statement."""
-    member = (_PAYER_MEMBER if scope.kind == "payer" else _EHR_MEMBER).format(
-        patient="%(patient_id)s"
-    )
-    for name in ("scope_org", "scope_low", "scope_high"):
-        member = member.replace(f":{name}", f"%({name})s")
-    return member, {**_member_params(scope), "patient_id": patient_id}
+    return _member_sql(scope.kind, pyformat=True), {
+        **_member_params(scope),
+        "patient_id": patient_id,
+    }
 
 
 def _member_params(scope: MemberScope) -> dict[str, object]:

@@ -37,16 +37,7 @@ def current_sequence(session: Session) -> int:
     """The snapshot sequence number as of now (0 for an empty store)."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_lock(:k)"), {"k": WRITE_SEQUENCE_LOCK})
-        # One statement reads and unlocks: its snapshot is taken after the lock was granted.
-        try:
-            value = session.execute(
-                select(func.max(ResourceVersion.pk), func.pg_advisory_unlock(WRITE_SEQUENCE_LOCK))
-            ).first()[0]
-        except Exception:
-            # the lock is session-level: never leave it on a pooled connection
-            session.rollback()
-            session.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": WRITE_SEQUENCE_LOCK})
-            raise
+        value = _read_and_unlock(session)
     else:
         value = session.execute(select(func.max(ResourceVersion.pk))).scalar()
     return int(value or 0)
@@ -68,12 +59,25 @@ def current_sequence_probing(
             {**params, "sequence_lock": WRITE_SEQUENCE_LOCK},
             prepare=True,
         ).fetchone()
-        value = session.execute(
+    except Exception:
+        _unlock_after_failure(session)
+        raise
+    return int(_read_and_unlock(session) or 0), bool(row[1])
+
+
+def _read_and_unlock(session: Session) -> int | None:
+    """The highest version pk, read in the statement that releases the snapshot lock (its
+    snapshot is taken after the lock was granted)."""
+    try:
+        return session.execute(
             select(func.max(ResourceVersion.pk), func.pg_advisory_unlock(WRITE_SEQUENCE_LOCK))
         ).first()[0]
     except Exception:
-        # as in current_sequence: never leave the session-level lock on a pooled connection
-        session.rollback()
-        session.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": WRITE_SEQUENCE_LOCK})
+        _unlock_after_failure(session)
         raise
-    return int(value or 0), bool(row[1])
+
+
+def _unlock_after_failure(session: Session) -> None:
+    """The lock is session-level: never leave it on a pooled connection."""
+    session.rollback()
+    session.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": WRITE_SEQUENCE_LOCK})
