@@ -6,6 +6,7 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, Response, request
 
+from fhir_bridge.api.disclosure import disclose, disclose_patients
 from fhir_bridge.api.http import fhir_response, http_date, negotiate, runtime
 from fhir_bridge.api.security import current_scope
 from fhir_bridge.fhir import jsonio
@@ -14,10 +15,11 @@ from fhir_bridge.fhir.capability import capability_statement
 from fhir_bridge.fhir.dates import to_instant
 from fhir_bridge.fhir.outcome import FhirError, error, operation_outcome
 from fhir_bridge.fhir.search_params import SEARCH_PARAMS
-from fhir_bridge.fhir.search_query import parse_search
+from fhir_bridge.fhir.search_query import SearchQuery, parse_search
 from fhir_bridge.fhir.transaction import DIRECT_WRITE_TYPES
 from fhir_bridge.services import resources
 from fhir_bridge.store.repository import StoredResource
+from fhir_bridge.store.search import SearchPage, named_patients
 
 fhir_read = Blueprint("fhir_read", __name__, url_prefix="/fhir")
 
@@ -101,20 +103,20 @@ def metadata() -> Response:
 def read(resource_type: str, resource_id: str) -> Response:
     """Read the current version of a resource."""
     _known_type(resource_type)
-    return _resource_response(
-        resources.read(runtime(), resource_type, resource_id, current_scope())
-    )
+    stored = resources.read(runtime(), resource_type, resource_id, current_scope())
+    disclose([stored])
+    return _resource_response(stored)
 
 
 @fhir_read.get("/<resource_type>/<resource_id>/_history/<vid>")
 def vread(resource_type: str, resource_id: str, vid: str) -> Response:
     """Read one version of a resource."""
     _known_type(resource_type)
-    return _resource_response(
-        resources.vread(
-            runtime(), resource_type, resource_id, _version_number(vid), current_scope()
-        )
+    stored = resources.vread(
+        runtime(), resource_type, resource_id, _version_number(vid), current_scope()
     )
+    disclose([stored])
+    return _resource_response(stored)
 
 
 @fhir_read.get("/<resource_type>/<resource_id>/_history")
@@ -123,6 +125,7 @@ def history(resource_type: str, resource_id: str) -> Response:
     _known_type(resource_type)
     rt = runtime()
     versions = resources.history(rt, resource_type, resource_id, current_scope())
+    disclose(versions[:1])  # every version is of the same resource, in the same compartment
     body = history_bundle(
         base_url=rt.settings.fhir_base_url,
         self_link=f"{rt.settings.fhir_base_url}/{resource_type}/{resource_id}/_history",
@@ -159,11 +162,23 @@ def _lenient() -> bool:
     )
 
 
+def _disclosed(query: SearchQuery, page: SearchPage) -> None:
+    """Tell the audit trail whose records the page shows: a search of one patient's
+    compartment without includes shows only that patient's (no lookup needed)."""
+    named = named_patients(query)
+    if named and len(named) == 1 and not (query.includes or query.revincludes):
+        if page.matches:
+            disclose_patients(named)
+        return
+    disclose([*page.matches, *page.included])
+
+
 def _search(resource_type: str, params: list[tuple[str, str]]) -> Response:
     _known_type(resource_type)
     rt = runtime()
     query = parse_search(resource_type, params, lenient=_lenient())
     page = resources.search(rt, query, current_scope())
+    _disclosed(query, page)
     base = rt.settings.fhir_base_url
     kept = [(k, v) for k, v in params if k != "_cursor" and k not in TRANSPORT_PARAMS]
 

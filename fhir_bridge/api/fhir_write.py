@@ -10,10 +10,17 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, g, request
 
+from fhir_bridge.api.disclosure import (
+    disclose,
+    disclose_patients,
+    mark_operation,
+    mark_written,
+)
 from fhir_bridge.api.http import fhir_response, http_date, negotiate, runtime
 from fhir_bridge.api.security import current_principal, current_scope
 from fhir_bridge.fhir.outcome import FhirError, error
-from fhir_bridge.services import cdex, fhir_writes
+from fhir_bridge.services import access_policy, cdex, fhir_writes
+from fhir_bridge.services.access_policy import WriteAccess
 from fhir_bridge.services.fhir_writes import DIRECT_TYPES, Inbound, WriteResult
 from fhir_bridge.services.referral_intake import IntakePolicy
 
@@ -43,29 +50,26 @@ def _inbound() -> Inbound:
     )
 
 
-def _payers_only_ask(is_data_request: bool) -> None:
-    """Payers write nothing but CDex data requests: referrals come from physicians."""
-    if current_principal().role == "payer" and not is_data_request:
-        raise FhirError(
-            403,
-            error(
-                "forbidden",
-                "A payer may only POST CDex data-request Tasks (Task.code data-request-query "
-                "or data-request-code)",
-                "http.Authorization",
-            ),
-        )
+def _access(is_data_request: bool = False) -> WriteAccess:
+    """The caller's write rights (the access policy); payers only ask CDex questions."""
+    access = access_policy.write_access(runtime(), current_principal())
+    access.check_payer(is_data_request)
+    return access
 
 
 def intake_policy() -> IntakePolicy:
     """Referral intake settings for this request (the value set, the clinic, now)."""
     settings = runtime().settings
     tables = current_app.extensions["fhir_bridge_tables"]
+    principal = current_principal()
     return IntakePolicy(
         services=tables.referral_services,
         clinic_name=settings.clinic_name,
         clinic_npi=settings.clinic_npi,
         clinic_system_base=settings.clinic_system_base,
+        sender_organization=(
+            access_policy.organization_id(principal) if principal.role == "ehr" else None
+        ),
     )
 
 
@@ -80,6 +84,7 @@ def prefer_return() -> str:
 
 def _written(result: WriteResult) -> Response:
     stored = result.stored
+    mark_written(stored.reference)
     base = runtime().settings.fhir_base_url
     headers = {
         "Location": f"{base}/{stored.reference}/_history/{stored.version_id}",
@@ -105,24 +110,26 @@ def create(resource_type: str) -> Response:
     """
     inbound = _inbound()
     is_data_request = resource_type == "Task" and cdex.is_data_request_body(inbound.body)
-    _payers_only_ask(is_data_request)
+    access = _access(is_data_request)
     if is_data_request:
         settings = runtime().settings
-        return _written(
-            cdex.receive(
-                runtime(),
-                inbound,
-                current_principal(),
-                current_scope(),
-                clinic_name=settings.clinic_name,
-            )
+        mark_operation("cdex-data-request")
+        answer = cdex.receive(
+            runtime(),
+            inbound,
+            current_principal(),
+            current_scope(),
+            clinic_name=settings.clinic_name,
         )
+        disclose_patients(answer.disclosed_patients)
+        return _written(answer)
     result = fhir_writes.create(
         runtime(),
         resource_type,
         inbound,
         if_none_exist=request.headers.get("If-None-Exist"),
         policy=intake_policy(),
+        access=access,
     )
     return _written(result)
 
@@ -130,7 +137,7 @@ def create(resource_type: str) -> Response:
 @fhir_write.put(f"/<{_WRITABLE}:resource_type>/<resource_id>")
 def update(resource_type: str, resource_id: str) -> Response:
     """Update (200) or create with the client's id (201); If-Match makes it version-aware."""
-    _payers_only_ask(False)
+    access = _access()
     inbound = _inbound()
     header = request.headers.get("If-Match")
     if_match = fhir_writes.parse_if_match(header) if header else None
@@ -142,6 +149,7 @@ def update(resource_type: str, resource_id: str) -> Response:
             inbound,
             if_match=if_match,
             policy=intake_policy(),
+            access=access,
         )
     )
 
@@ -149,8 +157,15 @@ def update(resource_type: str, resource_id: str) -> Response:
 @fhir_write.post("", strict_slashes=False)
 def bundle() -> Response:
     """A transaction (all or nothing) or batch (entry by entry) Bundle."""
-    _payers_only_ask(False)
+    # a payer may read through a batch; each write entry is checked by the policy (403)
+    access = access_policy.write_access(runtime(), current_principal())
     body = fhir_writes.process_bundle(
-        runtime(), _inbound(), prefer=prefer_return(), policy=intake_policy()
+        runtime(),
+        _inbound(),
+        prefer=prefer_return(),
+        policy=intake_policy(),
+        access=access,
+        scope=current_scope(),
+        on_read=lambda stored: disclose([stored]),
     )
     return fhir_response(body)

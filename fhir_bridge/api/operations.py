@@ -7,8 +7,9 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, Response, request
 
+from fhir_bridge.api.disclosure import disclose, mark_operation
 from fhir_bridge.api.http import fhir_response, negotiate, runtime
-from fhir_bridge.api.security import current_principal, member_scope
+from fhir_bridge.api.security import current_principal, current_scope
 from fhir_bridge.fhir import jsonio
 from fhir_bridge.fhir.bundles import searchset
 from fhir_bridge.fhir.dates import parse_fhir_datetime_range
@@ -87,8 +88,10 @@ def patient_everything(resource_id: str) -> Response:
         cursor=request.args.get("_cursor"),
     )
     rt = runtime()
-    scope = member_scope(principal, low=start, high=end)
+    scope = current_scope()  # start/end narrow the records below, never the membership
+    mark_operation("Patient-everything")
     page = docs.patient_everything(rt, query, scope)
+    disclose([*page.matches, *page.included])
     base = rt.settings.fhir_base_url
     kept = [(k, v) for k, v in request.args.items(multi=True) if k != "_cursor"]
 
@@ -113,7 +116,9 @@ def service_request_documentation(resource_id: str) -> Response:
     principal = current_principal()
     rt = runtime()
     readable = {t for t in SEARCH_PARAMS if principal.may(t, "read")}
-    package = docs.documentation(rt, resource_id, member_scope(principal), readable)
+    mark_operation("ServiceRequest-documentation")
+    package = docs.documentation(rt, resource_id, current_scope(), readable)
+    disclose([package.service_request, *package.supporting])
     base = rt.settings.fhir_base_url
     issues = []
     if package.truncated:

@@ -12,20 +12,21 @@ import atexit
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from dataclasses import replace
 from pathlib import Path
 from threading import Lock
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 
+from fhir_bridge.api import disclosure
 from fhir_bridge.api.http import fhir_response, runtime
 from fhir_bridge.fhir.outcome import Issue, error, operation_outcome
 from fhir_bridge.mapping.audit_event import Access, access_event, token_event
 from fhir_bridge.security.principal import Principal
 from fhir_bridge.security.scopes import parse_scopes
 from fhir_bridge.security.tokens import TokenInvalid
-from fhir_bridge.services import authorization
+from fhir_bridge.services import access_policy, audit, authorization
 from fhir_bridge.services.audit import AuditTrail
 from fhir_bridge.settings import DEFAULT_INSTANCE_DIR, Settings
 from fhir_bridge.store.member_scope import MemberScope
@@ -47,7 +48,6 @@ OPEN_ENDPOINTS = frozenset(
 AUDITED_ENDPOINTS = frozenset({"deliveries_api.delivery_payload"})
 #: the clinic's own API: for the clinic's systems and admins only
 CLINIC_PREFIX = "/api/v1/"
-CLINIC_ROLES = frozenset({"clinic", "admin"})
 DEV_PRINCIPAL = Principal("dev-open-access", "admin", None, tuple(parse_scopes("system/*.cruds")))
 _SECRET_KEY = "fhir_bridge_token_secret"
 DEFAULT_AUDIT_DIR = DEFAULT_INSTANCE_DIR / "audit"
@@ -139,25 +139,8 @@ def current_principal() -> Principal:
 
 
 def current_scope() -> MemberScope:
-    """What the caller may see (fails closed: no principal, no scope)."""
-    return member_scope(g.principal)
-
-
-def member_scope(principal: Principal, *, low: Any = None, high: Any = None) -> MemberScope:
-    """The store scope of a principal; payers' coverage must overlap [low, high), default today."""
-    if principal.role == "admin":
-        return MemberScope("admin")
-    if principal.role == "clinic":
-        return MemberScope("all")
-    org_id = None
-    if principal.organization and principal.organization.startswith("Organization/"):
-        org_id = principal.organization.split("/", 1)[1]
-    if principal.role == "payer":
-        today = authorization.utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
-        return MemberScope("payer", org_id, low or today, high or today + timedelta(days=1))
-    if principal.role == "ehr":
-        return MemberScope("ehr", org_id)
-    return MemberScope("none")
+    """What the caller may see (fails closed: no principal, no scope): the access policy's."""
+    return access_policy.read_scope(g.principal)
 
 
 def _unauthorized(description: str, error_code: str = "invalid_token") -> Response:
@@ -265,7 +248,7 @@ def guard() -> Response | None:
 
 def _authorize(principal: Principal) -> Response | None:
     if request.path.startswith(CLINIC_PREFIX):
-        if principal.role not in CLINIC_ROLES:
+        if not access_policy.may_use_clinic_api(principal):
             return _forbidden("The clinic API is open to the clinic's own systems only")
         return None
     for resource_type, interaction in _requested_types():
@@ -287,33 +270,43 @@ def _audit(response: Response) -> Response:
         return response
     now = authorization.utcnow()
     address = request.remote_addr
+    trail: AuditTrail = current_app.extensions["fhir_bridge_audit"]
     if token_audit is not None:
         event = token_event(**token_audit, address=address, recorded=now)
+        response.call_on_close(lambda: trail.record(event))
+        return response
+    args = request.view_args or {}
+    types = list(_requested_types())
+    if request.endpoint == "fhir_write.bundle":
+        rtype, interaction = None, "transaction"
+    elif types:
+        rtype, interaction = types[0]
     else:
-        args = request.view_args or {}
-        types = list(_requested_types())
-        if request.endpoint == "fhir_write.bundle":
-            rtype, interaction = None, "transaction"
-        elif types:
-            rtype, interaction = types[0]
-        else:
-            rtype, interaction = args.get("resource_type"), "operation"
-        event = access_event(
-            Access(
-                client_id=principal.client_id if principal else "",
-                role=principal.role if principal else "",
-                organization=principal.organization if principal else None,
-                interaction=interaction,
-                resource_type=rtype or args.get("resource_type"),
-                resource_id=args.get("resource_id"),
-                query=request.path if phi_view else request.query_string.decode("latin-1") or None,
-                status=response.status_code,
-                address=address,
-                recorded=now,
-            )
-        )
-    trail: AuditTrail = current_app.extensions["fhir_bridge_audit"]
-    response.call_on_close(lambda: trail.record(event))
+        rtype, interaction = args.get("resource_type"), "operation"
+    resources, patients, operation, written = disclosure.collected()
+    if written:
+        rtype, _, written_id = written.partition("/")
+    access = Access(
+        client_id=principal.client_id if principal else "",
+        role=principal.role if principal else "",
+        organization=principal.organization if principal else None,
+        interaction="operation" if operation else interaction,
+        resource_type=rtype or args.get("resource_type"),
+        resource_id=written_id if written else args.get("resource_id"),
+        query=request.path if phi_view else request.query_string.decode("latin-1") or None,
+        status=response.status_code,
+        address=address,
+        recorded=now,
+        operation=operation,
+    )
+    rt = runtime()
+
+    def record() -> None:
+        """After the response: name every patient it disclosed, then spool the event."""
+        named = patients | audit.patients_disclosed(rt, resources)
+        trail.record(access_event(replace(access, patients=tuple(sorted(named)))))
+
+    response.call_on_close(record)
     return response
 
 

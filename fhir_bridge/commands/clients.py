@@ -42,6 +42,12 @@ def clients() -> None:
     "--jwks-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None
 )
 @click.option("--jwks-url", default=None, help="Where the client publishes its JWKS.")
+@click.option(
+    "--npi",
+    "npis",
+    multiple=True,
+    help="An NPI the ehr client speaks for (repeat): referrals it sends must name one of them.",
+)
 def add(
     client_id: str,
     name: str,
@@ -50,6 +56,7 @@ def add(
     scopes: str | None,
     jwks_file: Path | None,
     jwks_url: str | None,
+    npis: tuple[str, ...],
 ) -> None:
     """Register a client with its public keys."""
     from fhir_bridge.services.clients import ClientSpecError, add_client
@@ -66,6 +73,7 @@ def add(
             scopes=scopes,
             jwks_text=jwks_file.read_text() if jwks_file else None,
             jwks_url=jwks_url,
+            npis=npis,
         )
     except ClientSpecError as exc:
         raise click.UsageError(str(exc)) from None
@@ -87,6 +95,32 @@ def list_() -> None:
             click.echo(json.dumps(row.public()))
     finally:
         rt.dispose()
+
+
+@clients.command("update")
+@click.argument("client_id")
+@click.option("--organization", default=None, help="Organization/<id> the client acts for.")
+@click.option("--npi", "npis", multiple=True, help="NPIs it speaks for (replaces the list).")
+@click.option("--clear-npis", is_flag=True, help="Speak for no practitioner.")
+def update(client_id: str, organization: str | None, npis: tuple[str, ...], clear_npis: bool):
+    """Change the Organization or the NPIs an ehr or payer client acts for."""
+    from fhir_bridge.services.clients import ClientSpecError, update_client
+
+    rt = _runtime()
+    try:
+        row = update_client(
+            rt,
+            client_id,
+            organization=organization,
+            npis=() if clear_npis else (npis or None),
+        )
+    except ClientSpecError as exc:
+        raise click.UsageError(str(exc)) from None
+    finally:
+        rt.dispose()
+    if row is None:
+        raise click.ClickException(f"no client {client_id}")
+    click.echo(json.dumps(row.public(), indent=2))
 
 
 def _set(client_id: str, enabled: bool) -> None:

@@ -17,6 +17,10 @@ ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
 SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
 PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
 CLIENT_ID_SYSTEM = "urn:fhir-bridge:client-id"
+#: the bridge's names for its operations (an AuditEvent subtype beside restful-interaction)
+OPERATION_SYSTEM = "urn:fhir-bridge:operation"
+ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
+OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
 
 #: interaction -> (restful-interaction code, AuditEvent.action)
 _INTERACTIONS = {
@@ -50,6 +54,10 @@ class Access:
     status: int
     address: str | None
     recorded: datetime
+    #: patients whose records the response disclosed (each becomes an entity)
+    patients: tuple[str, ...] = ()
+    #: the operation asked (``Patient-everything``, ``cdex-data-request``, ...), if any
+    operation: str | None = None
 
 
 def _outcome(status: int) -> str:
@@ -90,10 +98,13 @@ def _source() -> dict:
 def access_event(access: Access) -> dict[str, Any]:
     """An AuditEvent for one FHIR request by an external client."""
     code, action = _INTERACTIONS.get(access.interaction, ("operation", "E"))
+    subtype = [{"system": RESTFUL, "code": code}]
+    if access.operation:
+        subtype.append({"system": OPERATION_SYSTEM, "code": access.operation})
     event: dict[str, Any] = {
         "resourceType": "AuditEvent",
         "type": {"system": AUDIT_TYPE, "code": "rest", "display": "RESTful Operation"},
-        "subtype": [{"system": RESTFUL, "code": code}],
+        "subtype": subtype,
         "action": action,
         "recorded": _instant(access.recorded),
         "outcome": _outcome(access.status),
@@ -113,9 +124,20 @@ def access_event(access: Access) -> dict[str, Any]:
         entity["what"] = {"display": access.resource_type}
     if access.query:
         entity["query"] = base64.b64encode(access.query.encode()).decode()
-    if entity:
-        event["entity"] = [entity]
+    entities = [entity] if entity else []
+    entities += [_patient_entity(pid) for pid in sorted(access.patients)]
+    if entities:
+        event["entity"] = entities
     return event
+
+
+def _patient_entity(patient_id: str) -> dict[str, Any]:
+    """An entity naming one patient whose records were disclosed (``AuditEvent?patient=``)."""
+    return {
+        "what": {"reference": f"Patient/{patient_id}"},
+        "type": {"system": ENTITY_TYPE, "code": "1", "display": "Person"},
+        "role": {"system": OBJECT_ROLE, "code": "1", "display": "Patient"},
+    }
 
 
 def token_event(

@@ -15,16 +15,29 @@ import logging
 import os
 import threading
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from fhir_bridge.services.runtime import Runtime
-from fhir_bridge.store.db import write_session
-from fhir_bridge.store.repository import ResourceStore
+from fhir_bridge.store.db import read_session, write_session
+from fhir_bridge.store.member_scope import patients_of
+from fhir_bridge.store.repository import ResourceStore, StoredResource
 
 log = logging.getLogger(__name__)
+
+
+def patients_disclosed(runtime: Runtime, resources: Sequence[StoredResource]) -> set[str]:
+    """The patients whose compartments these resources belong to (for "who saw this patient")."""
+    keys = [(r.resource_type, r.resource_id, r.version_pk) for r in resources]
+    if all(t == "Patient" for t, _, _ in keys):
+        return {rid for _, rid, _ in keys}
+    with read_session(runtime.sessions) as session:
+        return patients_of(session, keys)
+
+
 FLUSH_INTERVAL_SECONDS = 0.5
 _SPOOL = "audit-{pid}.jsonl"
 

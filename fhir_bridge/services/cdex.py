@@ -7,6 +7,7 @@ reported exactly like an unknown one.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
@@ -40,6 +41,8 @@ NOT_AVAILABLE = (
     "No patient matching Task.for is available to this requester (unknown, or not a member)"
 )
 MAX_RESULTS = 1000
+#: what a clinical note shows: the requester's token must read every one of them
+NOTE_TYPES = ("Patient", "ServiceRequest", "Procedure", "Observation", "Goal")
 _PATIENT_PARAMS = {"patient", "subject", "beneficiary", "for", "_id"}
 
 
@@ -156,18 +159,37 @@ def receive(
             "requester": {**(task.get("requester") or {}), "reference": principal.organization},
         }
     with read_session(runtime.sessions) as session:
-        patient_id = _resolve_patient(session, request, scope)
+        # naming the patient is not reading it: membership decides, whatever types the token reads
+        patient_id = _resolve_patient(session, request, replace(scope, readable=None))
         if patient_id is None:
-            answer = cdex.refused(task, status="rejected", reason=NOT_AVAILABLE, now=now)
+            answer = cdex.refused(_unlinked(task), status="rejected", reason=NOT_AVAILABLE, now=now)
         else:
             task = {**task, "for": {**task["for"], "reference": f"Patient/{patient_id}"}}
             answer = _answer(
                 session, request, task, patient_id, scope, principal, base, clinic_name, now
             )
+    if answer["status"] != "completed":
+        answer = _unlinked(answer)  # a refusal discloses nothing and joins no compartment
+        patient_id = None
     with write_session(runtime.sessions) as session:
         store = ResourceStore(session)
         keep_inbound(store, inbound)
-        return WriteResult(store.create(answer), True)
+        result = WriteResult(store.create(answer), True)
+    disclosed = (patient_id,) if patient_id else ()
+    return replace(result, disclosed_patients=disclosed)
+
+
+def _unlinked(task: dict[str, Any]) -> dict[str, Any]:
+    """The Task without a literal link to a patient: a refused request stays with its requester
+    (the payer's own ``for`` identifier is kept; the inbound payload keeps the whole request)."""
+    subject = task.get("for")
+    if not isinstance(subject, dict) or "reference" not in subject:
+        return task
+    kept = {k: v for k, v in subject.items() if k in ("identifier", "display", "type")}
+    out = {k: v for k, v in task.items() if k != "for"}
+    if kept:
+        out["for"] = kept
+    return out
 
 
 def _answer(
@@ -189,6 +211,14 @@ def _answer(
             task, contained=result, business_status="Query results attached", now=now
         )
     code = request.code
+    unreadable = [t for t in NOTE_TYPES if not scope.reads(t)]
+    if unreadable:
+        return cdex.refused(
+            task,
+            status="rejected",
+            reason=f"The requester's scopes do not allow reading {', '.join(unreadable)}",
+            now=now,
+        )
     if code not in cdex.DOCUMENT_TYPES:
         supported = ", ".join(sorted(cdex.DOCUMENT_TYPES))
         return cdex.refused(

@@ -6,6 +6,7 @@ import json
 import re
 from datetime import datetime
 
+from fhir_bridge.fhir.npi import is_valid_npi
 from fhir_bridge.security.principal import ROLES
 from fhir_bridge.security.scopes import parse_scope
 from fhir_bridge.security.tokens import parse_jwks
@@ -65,6 +66,16 @@ def validate(
     return scope_text, jwks
 
 
+def validate_npis(role: str, npis: tuple[str, ...]) -> tuple[str, ...]:
+    """The NPIs an ehr client speaks for, each with a valid check digit; ClientSpecError if not."""
+    if npis and role != "ehr":
+        raise ClientSpecError("--npi: only ehr clients speak for practitioners")
+    bad = [n for n in npis if not is_valid_npi(n)]
+    if bad:
+        raise ClientSpecError(f"--npi: not a valid NPI (10 digits, Luhn check): {' '.join(bad)}")
+    return tuple(dict.fromkeys(npis))
+
+
 def add_client(
     runtime: Runtime,
     *,
@@ -76,8 +87,10 @@ def add_client(
     jwks_text: str | None = None,
     jwks_url: str | None = None,
     now: datetime | None = None,
+    npis: tuple[str, ...] = (),
 ) -> ClientRow:
     """Register a client (ClientSpecError / ClientExists when it cannot be)."""
+    npis = validate_npis(role, npis)
     scope_text, jwks = validate(
         client_id=client_id,
         role=role,
@@ -96,6 +109,7 @@ def add_client(
             jwks=jwks,
             jwks_url=jwks_url,
             now=now or utcnow(),
+            npis=npis,
         )
 
 
@@ -109,3 +123,24 @@ def set_enabled(runtime: Runtime, client_id: str, enabled: bool) -> bool:
     """Enable or disable a client; False when unknown. Tokens already issued expire (<= 5 min)."""
     with write_session(runtime.sessions) as session:
         return ClientStore(session).set_enabled(client_id, enabled, now=utcnow())
+
+
+def update_client(
+    runtime: Runtime,
+    client_id: str,
+    *,
+    organization: str | None = None,
+    npis: tuple[str, ...] | None = None,
+) -> ClientRow | None:
+    """Change the Organization or NPIs a client acts for; None when unknown."""
+    with write_session(runtime.sessions) as session:
+        store = ClientStore(session)
+        found = store.get(client_id)
+        if found is None:
+            return None
+        if organization is not None and not _ORGANIZATION.match(organization):
+            raise ClientSpecError("--organization: Organization/<id>")
+        if organization is not None and found.role not in ("payer", "ehr"):
+            raise ClientSpecError("--organization: only ehr and payer clients act for one")
+        checked = validate_npis(found.role, npis) if npis is not None else None
+        return store.update(client_id, now=utcnow(), organization=organization, npis=checked)

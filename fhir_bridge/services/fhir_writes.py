@@ -61,6 +61,7 @@ from fhir_bridge.fhir.transaction import (
     status_line,
 )
 from fhir_bridge.fhir.validation import validate_resource
+from fhir_bridge.services.access_policy import WriteAccess
 from fhir_bridge.services.referral_fetch import prefetch
 from fhir_bridge.services.referral_intake import (
     CLAIM_MAX,
@@ -70,6 +71,7 @@ from fhir_bridge.services.referral_intake import (
     is_fulfil_task,
     placer_claim,
 )
+from fhir_bridge.services.resources import check_visible
 from fhir_bridge.services.runtime import Runtime
 from fhir_bridge.store.db import write_session
 from fhir_bridge.store.errors import (
@@ -78,6 +80,7 @@ from fhir_bridge.store.errors import (
     ResourceNotFound,
     VersionConflict,
 )
+from fhir_bridge.store.member_scope import EVERYTHING, MemberScope
 from fhir_bridge.store.repository import ResourceStore, StoredResource
 from fhir_bridge.store.search import Cursor, run_search
 
@@ -123,6 +126,8 @@ class WriteResult:
     created: bool
     #: warnings the write produced (a referral accepted with remarks)
     issues: tuple[Issue, ...] = ()
+    #: patients whose records the answer discloses (a CDex answer), for the audit trail
+    disclosed_patients: tuple[str, ...] = ()
 
     @property
     def status(self) -> int:
@@ -301,12 +306,14 @@ def create(
     if_none_exist: str | None,
     policy: IntakePolicy | None = None,
     fetched: Mapping[str, dict[str, Any]] | None = None,
+    access: WriteAccess | None = None,
 ) -> WriteResult:
     """POST [base]/[type] (optionally conditional); 201 created, or 200 with the one match.
 
     With an intake ``policy``, a ServiceRequest or fulfil Task is taken in as a referral.
     ``fetched`` (absolute URL -> resource) is what the caller already read from the physician's
-    server (pull mode); when given, nothing is fetched here.
+    server (pull mode); when given, nothing is fetched here. ``access``: what the caller may
+    write (the clinic's own callers when None); a refusal rolls the write back.
     """
     resource = _resource_body(inbound.body, resource_type)
     query = None
@@ -323,19 +330,42 @@ def create(
             raise _multiple("If-None-Exist")
         _keep(store, inbound)
         if matches:
+            if access is not None:
+                access.check_on_file(store, matches[0].resource, "If-None-Exist")
             return WriteResult(matches[0], False)
-        if policy is not None and resource_type == "ServiceRequest":
-            intake = ReferralIntake(store, policy, fetched=fetched)
-            return _receive_service_request(intake, resource)
-        if policy is not None and is_fulfil_task(resource):
-            return _receive_task(ReferralIntake(store, policy, fetched=fetched), resource, claim)
-        try:
-            stored = store.create(_for_create(resource), claim_identifiers=[claim] if claim else [])
-        except DuplicateIdentifier as exc:
-            return WriteResult(exc.existing, False)
-        return WriteResult(stored, True)
+        result = _create_one(store, resource_type, resource, claim, policy, fetched, access)
+        if access is not None:
+            access.check_written(store, result.stored.resource, resource_type)
+        return result
 
     return _with_retry(runtime, work, resource_type)
+
+
+def _create_one(
+    store: ResourceStore,
+    resource_type: str,
+    resource: dict[str, Any],
+    claim: tuple[str, str] | None,
+    policy: IntakePolicy | None,
+    fetched: Mapping[str, dict[str, Any]] | None,
+    access: WriteAccess | None,
+) -> WriteResult:
+    """The write of a direct create: a referral taken in, or a plain resource."""
+    if policy is not None and resource_type == "ServiceRequest":
+        intake = ReferralIntake(store, policy, fetched=fetched)
+        existing = intake.existing(resource)
+        if existing is not None and access is not None:
+            access.check_on_file(store, existing.resource, resource_type)
+        return _receive_service_request(intake, resource)
+    if policy is not None and is_fulfil_task(resource):
+        return _receive_task(ReferralIntake(store, policy, fetched=fetched), resource, claim)
+    try:
+        stored = store.create(_for_create(resource), claim_identifiers=[claim] if claim else [])
+    except DuplicateIdentifier as exc:
+        if access is not None:
+            access.check_on_file(store, exc.existing.resource, resource_type)
+        return WriteResult(exc.existing, False)
+    return WriteResult(stored, True)
 
 
 def _receive_service_request(
@@ -392,6 +422,7 @@ def update(
     *,
     if_match: int | None,
     policy: IntakePolicy | None = None,
+    access: WriteAccess | None = None,
 ) -> WriteResult:
     """PUT [base]/[type]/[id]: 200 updated, 201 created (update as create), 412 when stale.
 
@@ -408,6 +439,10 @@ def update(
 
     def work(store: ResourceStore) -> WriteResult:
         _keep(store, inbound)
+        if access is not None:
+            on_file = store.get(resource_type, resource_id)
+            if on_file is not None:
+                access.check_on_file(store, on_file.resource, resource_type)
         intake = ReferralIntake(store, policy) if policy is not None else None
         warnings = intake.check(resource) if intake and resource_type == "ServiceRequest" else []
         claim = placer_claim(resource) if intake and resource_type == "ServiceRequest" else None
@@ -416,6 +451,8 @@ def update(
             intake.register(stored, warnings=warnings)
         elif intake is not None and resource_type == "Task":
             intake.task_changed(stored)
+        if access is not None:
+            access.check_written(store, stored.resource, resource_type)
         return WriteResult(stored, created, tuple(warnings))
 
     return _with_retry(runtime, work, resource_type)
@@ -802,9 +839,10 @@ def _resolve_reference(
     return f"{cond.resource_type}/{ids.pop()}"
 
 
-def _write(store: ResourceStore, op: _Op, run: _Run) -> WriteResult:
+def _write(store: ResourceStore, op: _Op, run: _Run, scope: MemberScope) -> WriteResult:
     if op.method == "GET":
         try:
+            check_visible(store.session, scope, op.rtype, run.ids[op.index])
             return WriteResult(store.read(op.rtype, run.ids[op.index]), False)
         except (ResourceNotFound, ResourceGone) as exc:
             raise _relocated(exc, f"{op.path}.request.url") from None
@@ -829,27 +867,78 @@ def _write(store: ResourceStore, op: _Op, run: _Run) -> WriteResult:
 
 
 def _execute(
-    store: ResourceStore, ops: Sequence[_Op], intake: ReferralIntake | None = None
+    store: ResourceStore,
+    ops: Sequence[_Op],
+    intake: ReferralIntake | None = None,
+    *,
+    access: WriteAccess | None = None,
+    scope: MemberScope = EVERYTHING,
 ) -> dict[int, WriteResult]:
     """Resolve, rewrite and write ``ops`` in FHIR processing order, in the caller's transaction.
 
     With ``intake`` (a Bundle carrying a referral), entries are matched on their business
     identifiers and the referral is taken in after the writes (its rules may still refuse
-    the whole transaction).
+    the whole transaction). GET entries answer within ``scope``; writes are checked against
+    ``access`` before and after they are made (a refusal rolls the transaction back).
     """
     ordered = [ops[i] for i in processing_order([op.method for op in ops])]
     run = _Run()
+    if access is not None:
+        _check_entries(access, ordered, intake is not None)
     _resolve_ids(store, ordered, run, intake)
+    if access is not None:
+        _check_targets(store, access, ordered, run)
     _check_overlap(ordered, run)
     mapping = _reference_map(store, ordered, run)
     for op in ordered:
         if op.resource is not None:
             run.bodies[op.index] = rewrite_references(op.resource, mapping)
     for op in ordered:
-        run.results[op.index] = _write(store, op, run)
+        run.results[op.index] = _write(store, op, run, scope)
     if intake is not None:
         _take_in_referrals(intake, ordered, run)
+    if access is not None:
+        _check_written(store, access, ordered, run, intake)
     return run.results
+
+
+def _check_entries(access: WriteAccess, ops: Sequence[_Op], carries_referral: bool) -> None:
+    for op in ops:
+        if op.method != "GET":
+            access.check_entry(
+                op.method, op.rtype, carries_referral=carries_referral, expression=op.path
+            )
+
+
+def _check_targets(
+    store: ResourceStore, access: WriteAccess, ops: Sequence[_Op], run: _Run
+) -> None:
+    """Resources on file that entries would replace must be the caller's (no hijacking)."""
+    for op in ops:
+        if op.method == "PUT" or op.index in run.upserts:
+            on_file = store.get(op.rtype, run.ids[op.index])
+            if on_file is not None:
+                access.check_on_file(store, on_file.resource, entry_path(op.index, op.rtype))
+
+
+def _check_written(
+    store: ResourceStore,
+    access: WriteAccess,
+    ops: Sequence[_Op],
+    run: _Run,
+    intake: ReferralIntake | None,
+) -> None:
+    """What the entries wrote (not what they matched on file) stays the caller's own."""
+
+    def focus(ref: str) -> dict[str, Any] | None:
+        found = intake.service_request_for(ref) if intake is not None else None
+        return found.resource if found is not None else None
+
+    for op in ops:
+        if op.method == "GET" or op.index in run.existing:
+            continue
+        stored = run.results[op.index].stored
+        access.check_written(store, stored.resource, entry_path(op.index, op.rtype), focus=focus)
 
 
 def _take_in_referrals(intake: ReferralIntake, ops: Sequence[_Op], run: _Run) -> None:
@@ -931,11 +1020,21 @@ def informational(result: WriteResult) -> dict[str, Any]:
 
 
 def process_bundle(
-    runtime: Runtime, inbound: Inbound, *, prefer: str, policy: IntakePolicy | None = None
+    runtime: Runtime,
+    inbound: Inbound,
+    *,
+    prefer: str,
+    policy: IntakePolicy | None = None,
+    access: WriteAccess | None = None,
+    scope: MemberScope = EVERYTHING,
+    on_read: Callable[[StoredResource], None] | None = None,
 ) -> dict[str, Any]:
     """POST [base] with a transaction or batch Bundle; the response Bundle.
 
-    With an intake ``policy``, referral ServiceRequests and fulfil Tasks are taken in.
+    With an intake ``policy``, referral ServiceRequests and fulfil Tasks are taken in. GET
+    entries answer within ``scope`` and writes are checked against ``access`` (the access
+    policy's), exactly as the same requests made one by one. ``on_read`` hears of every
+    resource a GET entry returns (for the audit trail).
     """
     bundle = parse_json(inbound.body)
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
@@ -950,9 +1049,28 @@ def process_bundle(
         raise FhirError(
             422, problems or [error("structure", "entry must be a list", "Bundle.entry")]
         )
+    where = _Where(base, prefer, policy, access, scope, on_read)
     if kind == "transaction":
-        return _transaction(runtime, inbound, entries, problems, base, prefer, policy)
-    return _batch(runtime, inbound, entries, problems, base, prefer, policy)
+        return _transaction(runtime, inbound, entries, problems, where)
+    return _batch(runtime, inbound, entries, problems, where)
+
+
+@dataclass(frozen=True)
+class _Where:
+    """What every entry of one Bundle is processed with."""
+
+    base: str
+    prefer: str
+    policy: IntakePolicy | None
+    access: WriteAccess | None
+    scope: MemberScope
+    on_read: Callable[[StoredResource], None] | None = None
+
+    def answered(self, op: _Op, result: WriteResult) -> dict[str, Any]:
+        """The response entry of a successful entry (a GET's resource is reported read)."""
+        if op.method == "GET" and self.on_read is not None:
+            self.on_read(result.stored)
+        return _response_entry(result, self.base, self.prefer)
 
 
 def _carries_referral(ops: Sequence[_Op]) -> bool:
@@ -977,29 +1095,23 @@ def _intake_for(
 
 
 def _transaction(
-    runtime: Runtime,
-    inbound: Inbound,
-    entries: list[Any],
-    problems: list[Issue],
-    base: str,
-    prefer: str,
-    policy: IntakePolicy | None = None,
+    runtime: Runtime, inbound: Inbound, entries: list[Any], problems: list[Issue], where: _Where
 ) -> dict[str, Any]:
     """All or nothing: any failing entry rolls back every write and the inbound payload."""
-    ops = [_plan(i, entry, base) for i, entry in enumerate(entries)]
+    ops = [_plan(i, entry, where.base) for i, entry in enumerate(entries)]
     if problems:
         raise FhirError(422, problems)
-    intake_for = _intake_for(runtime, ops, policy)
+    intake_for = _intake_for(runtime, ops, where.policy)
 
     def work(store: ResourceStore) -> dict[int, WriteResult]:
         _keep(store, inbound)
-        return _execute(store, ops, intake_for(store))
+        return _execute(store, ops, intake_for(store), access=where.access, scope=where.scope)
 
     results = _with_retry(runtime, work)
     return {
         "resourceType": "Bundle",
         "type": "transaction-response",
-        "entry": [_response_entry(results[op.index], base, prefer) for op in ops],
+        "entry": [where.answered(op, results[op.index]) for op in ops],
     }
 
 
@@ -1010,13 +1122,7 @@ def _method(entry: Any) -> str | None:
 
 
 def _batch(
-    runtime: Runtime,
-    inbound: Inbound,
-    entries: list[Any],
-    problems: list[Issue],
-    base: str,
-    prefer: str,
-    policy: IntakePolicy | None = None,
+    runtime: Runtime, inbound: Inbound, entries: list[Any], problems: list[Issue], where: _Where
 ) -> dict[str, Any]:
     """Each entry on its own (its own transaction); failures become per-entry outcomes."""
     general = [p for p in problems if not p.expression or entry_index(p.expression[0]) is None]
@@ -1031,17 +1137,17 @@ def _batch(
     methods = [_method(e) for e in entries]
     for i in processing_order(methods):
         try:
-            op = _plan(i, entries[i], base)
+            op = _plan(i, entries[i], where.base)
             if i in by_entry:
                 raise FhirError(422, by_entry[i])
-            intake_for = _intake_for(runtime, [op], policy)
+            intake_for = _intake_for(runtime, [op], where.policy)
             result = _with_retry(
                 runtime,
                 lambda store, op=op, intake_for=intake_for: _execute(
-                    store, [op], intake_for(store)
+                    store, [op], intake_for(store), access=where.access, scope=where.scope
                 )[op.index],
             )
-            out[i] = _response_entry(result, base, prefer)
+            out[i] = where.answered(op, result)
         except FhirError as exc:
             out[i] = _failed_entry(exc)
     return {

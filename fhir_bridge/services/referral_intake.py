@@ -61,6 +61,8 @@ class IntakePolicy:
     clinic_npi: str
     clinic_system_base: str
     now: datetime = field(default_factory=lambda: datetime.now(UTC).replace(tzinfo=None))
+    #: id of the Organization whose EHR is sending (None: the clinic's own systems, polling)
+    sender_organization: str | None = None
 
     @property
     def task_identifier_system(self) -> str:
@@ -240,6 +242,7 @@ class ReferralIntake:
             warnings=[_issue_json(i) for i in warnings],
             received_at=row.received_at if row else now,
             updated_at=now,
+            sender_organization=row.sender_organization if row else self.policy.sender_organization,
         )
         if row is None or _changed(row, fresh):
             self.referrals.save(fresh)

@@ -23,7 +23,9 @@ def check_visible(
     session: Session, scope: MemberScope, resource_type: str, resource_id: str
 ) -> None:
     """Raise ResourceNotFound unless the current version is in scope (so history follows it)."""
-    if scope.unrestricted and resource_type not in ("AuditEvent",):
+    if not scope.reads(resource_type):
+        raise ResourceNotFound(resource_type, resource_id)
+    if scope.unrestricted:
         return
     v = ResourceVersion
     found = session.scalar(

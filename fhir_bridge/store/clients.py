@@ -30,6 +30,8 @@ class ClientRow:
     jwks_url: str | None
     enabled: bool
     created_at: datetime
+    #: NPIs of the practitioners an ehr client speaks for
+    npis: tuple[str, ...] = ()
 
     def public(self) -> dict[str, Any]:
         """The JSON the CLI and API show (key ids, never key material)."""
@@ -41,6 +43,7 @@ class ClientRow:
             "organization": self.organization,
             "scopes": self.scopes.split(),
             "keys": {"jwks_url": self.jwks_url} if self.jwks_url else {"kids": kids},
+            "npis": list(self.npis),
             "enabled": self.enabled,
             "created_at": self.created_at.isoformat(timespec="seconds"),
         }
@@ -57,6 +60,7 @@ def _row(c: ApiClient) -> ClientRow:
         jwks_url=c.jwks_url,
         enabled=c.enabled,
         created_at=c.created_at,
+        npis=tuple((c.npis or "").split()),
     )
 
 
@@ -81,6 +85,7 @@ class ClientStore:
         jwks: dict[str, Any] | None,
         jwks_url: str | None,
         now: datetime,
+        npis: tuple[str, ...] = (),
     ) -> ClientRow:
         """Register a client; ClientExists when the id is taken."""
         try:
@@ -94,6 +99,7 @@ class ClientStore:
                         scopes=scopes,
                         jwks=json.dumps(jwks) if jwks else None,
                         jwks_url=jwks_url,
+                        npis=" ".join(npis) or None,
                         enabled=True,
                         created_at=now,
                         updated_at=now,
@@ -124,6 +130,28 @@ class ClientStore:
             .values(enabled=enabled, updated_at=now)
         )
         return bool(result.rowcount)
+
+    def update(
+        self,
+        client_id: str,
+        *,
+        now: datetime,
+        organization: str | None = None,
+        npis: tuple[str, ...] | None = None,
+        scopes: str | None = None,
+    ) -> ClientRow | None:
+        """Change what a client acts for (given fields only); None when there is no such client."""
+        values: dict[str, Any] = {"updated_at": now}
+        if organization is not None:
+            values["organization"] = organization
+        if npis is not None:
+            values["npis"] = " ".join(npis) or None
+        if scopes is not None:
+            values["scopes"] = scopes
+        result = self.session.execute(
+            update(ApiClient).where(ApiClient.client_id == client_id).values(**values)
+        )
+        return self.get(client_id) if result.rowcount else None
 
     def claim_jti(self, client_id: str, jti: str, *, expires_at: datetime, now: datetime) -> bool:
         """Record an assertion's jti; False when it was already used and has not yet expired."""

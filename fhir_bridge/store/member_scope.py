@@ -1,14 +1,16 @@
 """Which records a caller may see, as SQL conditions every read path of the store applies.
 
-A payer sees a patient while the patient has an active Coverage whose ``payor`` is the payer's
-Organization and whose period overlaps the dates asked (today unless the request names dates;
-a Coverage without a period counts as open). An EHR sees the patients it referred: a current
-ServiceRequest whose requester is its Organization, one of its PractitionerRoles, or a
-Practitioner holding such a role. The clinic's own systems see everything. Records in a
-patient compartment follow their patient; directory resources (Organization, Practitioner,
-PractitionerRole) are visible to every caller; AuditEvent only to admins; a client's own
-Tasks (CDex requests) stay visible to it. Anything not visible is reported exactly as if it
-did not exist.
+The policy itself is ``services/access_policy.py``; this module is its SQL. A payer sees a
+patient while the patient has an active Coverage whose ``payor`` is the payer's Organization
+and whose period contains today (a Coverage without a period counts as open), and of Coverages
+only its own. An EHR sees the patients of its referrals once the clinic has accepted them: a
+current ServiceRequest whose requester is its Organization, one of its PractitionerRoles, or a
+Practitioner holding such a role, or a referral its EHR sent (``referral.sender_organization``);
+its own referrals and their Tasks it sees whatever their status. The clinic's own systems see
+everything. Records in a patient compartment follow their patient; directory resources
+(Organization, Practitioner, PractitionerRole) are visible to every caller; AuditEvent only to
+admins; CDex data-request Tasks only to their requester. A type the caller's token may not read
+is never visible. Anything not visible is reported exactly as if it did not exist.
 
 The conditions are SQL text with bound parameters, correlated on the outer
 ``resource_version`` row: per candidate row they cost a few index probes whatever the number
@@ -47,11 +49,19 @@ class MemberScope:
     #: coverage must overlap [period_low, period_high)
     period_low: datetime | None = None
     period_high: datetime | None = None
+    #: resource types the caller's token may read (None: every type)
+    readable: frozenset[str] | None = None
 
     @property
     def unrestricted(self) -> bool:
-        """True for the clinic's own systems."""
+        """True for the clinic's own systems (their token may still narrow the types)."""
         return self.kind in ("all", "admin")
+
+    def reads(self, resource_type: str) -> bool:
+        """May the caller's token read ``resource_type`` at all (AuditEvent: admins only)?"""
+        if resource_type in ADMIN_ONLY_TYPES and self.kind != "admin":
+            return False
+        return self.readable is None or resource_type in self.readable
 
 
 EVERYTHING = MemberScope("admin")
@@ -75,6 +85,11 @@ _PAYER_MEMBER = f"""EXISTS (SELECT 1 FROM search_reference ms_pat
    WHERE ms_p2.version_pk = ms_cov.pk AND ms_p2.param = '{COVERAGE_PERIOD}'
    AND ms_p2.low < :scope_high AND ms_p2.high > :scope_low)))"""
 
+#: referral (inbox) statuses in which the referring EHR sees its patient's chart: the clinic has
+#: accepted the referral. A ServiceRequest with no inbox row (loaded by the clinic) counts too.
+SHARED_REFERRAL_STATUSES = ("accepted", "in-progress", "on-hold", "completed")
+_ACCEPTED = ", ".join(f"'{s}'" for s in SHARED_REFERRAL_STATUSES)
+
 _ROLES = f"""SELECT ms_role.resource_id FROM resource_version ms_role
  JOIN search_reference ms_org ON ms_org.version_pk = ms_role.pk
  WHERE ms_role.resource_type = 'PractitionerRole' AND {_CURRENT.format(v="ms_role")}
@@ -87,16 +102,41 @@ _PRACTITIONERS = f"""SELECT ms_prac.target_id FROM search_reference ms_prac
  AND ms_prac.param = 'practitioner' AND ms_prac.target_type = 'Practitioner'
  AND ms_role2.resource_id IN ({_ROLES})"""
 
-# A current ServiceRequest for patient {patient} was made by :scope_org or its people.
-_EHR_MEMBER = f"""EXISTS (SELECT 1 FROM search_reference ms_pat
+# reference row {r} names :scope_org, one of its PractitionerRoles or a Practitioner holding one
+_OWNED_TARGET = f"""((ms_req.target_type = 'Organization' AND ms_req.target_id = :scope_org)
+  OR (ms_req.target_type = 'PractitionerRole' AND ms_req.target_id IN ({_ROLES}))
+  OR (ms_req.target_type = 'Practitioner' AND ms_req.target_id IN ({_PRACTITIONERS})))"""
+
+# A current ServiceRequest for patient {patient} was made by :scope_org or its people, or sent by
+# its EHR, and the clinic has accepted it (or it never went through the inbox).
+_EHR_MEMBER = f"""(EXISTS (SELECT 1 FROM referral ms_sent WHERE ms_sent.patient_id = {{patient}}
+ AND ms_sent.sender_organization = :scope_org AND ms_sent.status IN ({_ACCEPTED}))
+ OR EXISTS (SELECT 1 FROM search_reference ms_pat
  JOIN resource_version ms_sr ON ms_sr.pk = ms_pat.version_pk
  JOIN search_reference ms_req ON ms_req.version_pk = ms_sr.pk
  WHERE ms_pat.resource_type = 'ServiceRequest' AND ms_pat.param = 'patient'
  AND ms_pat.target_id = {{patient}} AND ms_pat.target_type = 'Patient'
  AND {_CURRENT.format(v="ms_sr")} AND ms_req.param = 'requester'
- AND ((ms_req.target_type = 'Organization' AND ms_req.target_id = :scope_org)
-  OR (ms_req.target_type = 'PractitionerRole' AND ms_req.target_id IN ({_ROLES}))
-  OR (ms_req.target_type = 'Practitioner' AND ms_req.target_id IN ({_PRACTITIONERS}))))"""
+ AND {_OWNED_TARGET}
+ AND NOT EXISTS (SELECT 1 FROM referral ms_rf WHERE ms_rf.service_request_id = ms_sr.resource_id
+  AND ms_rf.status NOT IN ({_ACCEPTED}))))"""
+
+# The outer record (a ServiceRequest or Task) names :scope_org or its people as requester, or
+# is a referral (or its Task) that :scope_org's EHR sent: whatever the clinic decides.
+_EHR_REQUESTED = f"""(EXISTS (SELECT 1 FROM search_reference ms_req
+ WHERE ms_req.version_pk = {OUTER}.pk AND ms_req.param = 'requester' AND {_OWNED_TARGET})
+ OR EXISTS (SELECT 1 FROM referral ms_snd WHERE ms_snd.sender_organization = :scope_org
+  AND ms_snd.{{column}} = {OUTER}.resource_id))"""
+
+# The outer Task is a CDex data request: only its requester (and the clinic) ever sees it.
+_DATA_REQUEST = f"""EXISTS (SELECT 1 FROM search_token ms_code
+ WHERE ms_code.version_pk = {OUTER}.pk AND ms_code.param = 'code'
+ AND ms_code.code IN ('data-request-query', 'data-request-code'))"""
+
+# The outer Coverage names :scope_org as payor (a payer never sees a competitor's Coverage).
+_OWN_PAYOR = f"""EXISTS (SELECT 1 FROM search_reference ms_own
+ WHERE ms_own.version_pk = {OUTER}.pk AND ms_own.param = 'payor'
+ AND ms_own.target_type = 'Organization' AND ms_own.target_id = :scope_org)"""
 
 _IN_COMPARTMENT = """EXISTS (SELECT 1 FROM search_reference ms_ref
  WHERE ms_ref.version_pk = {outer}.pk AND ms_ref.param = 'patient'
@@ -116,16 +156,21 @@ def _sql(kind: str, resource_type: str) -> str:
     condition = _IN_COMPARTMENT.format(
         outer=OUTER, member=member.format(patient="ms_ref.target_id")
     )
+    if resource_type == "Coverage" and kind == "payer":
+        condition = f"{condition} AND {_OWN_PAYOR}"
     if resource_type == "Task":
-        condition = f"{condition} OR {_OWN_REQUEST.format(outer=OUTER)}"
+        condition = f"({condition} AND NOT {_DATA_REQUEST}) OR {_OWN_REQUEST.format(outer=OUTER)}"
+    if kind == "ehr" and resource_type in ("ServiceRequest", "Task"):
+        column = "service_request_id" if resource_type == "ServiceRequest" else "task_id"
+        condition = f"{condition} OR {_EHR_REQUESTED.format(column=column)}"
     return f"({condition})"
 
 
 def visible(scope: MemberScope, resource_type: str) -> ColumnElement[bool]:
     """The condition on ``resource_version`` rows of ``resource_type`` the caller may see."""
-    if resource_type in ADMIN_ONLY_TYPES:
-        return true() if scope.kind == "admin" else false()
-    if scope.unrestricted or resource_type in DIRECTORY_TYPES:
+    if not scope.reads(resource_type):
+        return false()
+    if resource_type in ADMIN_ONLY_TYPES or scope.unrestricted or resource_type in DIRECTORY_TYPES:
         return true()
     if scope.kind not in ("payer", "ehr") or not (
         resource_type == "Patient" or resource_type in COMPARTMENT_TYPES
@@ -139,6 +184,16 @@ def visible(scope: MemberScope, resource_type: str) -> ColumnElement[bool]:
             bindparam("scope_high", scope.period_high or datetime.max, type_=DateTime),
         ]
     return text(sql).bindparams(*params)  # type: ignore[return-value]
+
+
+def member_shortcut(scope: MemberScope, resource_type: str) -> bool:
+    """May a search of ``resource_type`` naming only member patients skip the per-row condition?
+
+    Yes when membership of the named patients is all the condition asks: not for a type the
+    token may not read, nor for Tasks (CDex requests stay with their requester) and Coverages
+    (a payer sees only its own), whose rows need more than their patient's membership.
+    """
+    return scope.reads(resource_type) and resource_type not in ("Task", "Coverage")
 
 
 def _member_sql(kind: str, *, pyformat: bool) -> str:
@@ -208,4 +263,27 @@ def members_among(session: Session, scope: MemberScope, patient_ids: Iterable[st
     for pid in patient_ids:
         if raw.execute(sql, {**values, "patient_id": pid}).fetchone():
             found.add(pid)
+    return found
+
+
+def patients_of(session: Session, resources: Iterable[tuple[str, str, int]]) -> set[str]:
+    """The patients whose compartments ``(type, id, version pk)`` resources belong to."""
+    found: set[str] = set()
+    pks = []
+    for resource_type, resource_id, version_pk in resources:
+        if resource_type == "Patient":
+            found.add(resource_id)
+        elif resource_type in COMPARTMENT_TYPES:
+            pks.append(version_pk)
+    for start in range(0, len(pks), 500):
+        found.update(
+            session.scalars(
+                text(
+                    "SELECT DISTINCT target_id FROM search_reference WHERE param = 'patient' "
+                    "AND target_type = 'Patient' AND target_id IS NOT NULL "
+                    "AND version_pk IN :pks"
+                ).bindparams(bindparam("pks", expanding=True)),
+                {"pks": pks[start : start + 500]},
+            )
+        )
     return found

@@ -238,6 +238,8 @@ class Referral(Base):
     requester_npi: Mapped[str | None] = mapped_column(String(16), nullable=True)
     authored_on: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     visits_prescribed: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: id of the Organization whose EHR sent it (NULL: loaded, polled or sent by the clinic)
+    sender_organization: Mapped[str | None] = mapped_column(String(128), nullable=True)
     frequency: Mapped[str | None] = mapped_column(String(128), nullable=True)
     expires_on: Mapped[date | None] = mapped_column(Date, nullable=True)
     visits_used: Mapped[int] = mapped_column(Integer, default=0)
@@ -367,6 +369,8 @@ class ApiClient(Base):
     #: JSON Web Key Set (public keys), or NULL when ``jwks_url`` is used
     jwks: Mapped[str | None] = mapped_column(Text, nullable=True)
     jwks_url: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    #: space-separated NPIs of the practitioners an ehr client speaks for (write ownership)
+    npis: Mapped[str | None] = mapped_column(Text, nullable=True)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)

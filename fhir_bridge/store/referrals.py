@@ -36,6 +36,8 @@ class ReferralRow:
     received_at: datetime
     updated_at: datetime
     pk: int = 0
+    #: id of the Organization whose EHR sent the referral (it keeps seeing it and its Task)
+    sender_organization: str | None = None
 
     @property
     def visits_left(self) -> int | None:
@@ -72,6 +74,7 @@ _FIELDS = (
     "frequency",
     "expires_on",
     "visits_used",
+    "sender_organization",
 )
 
 

@@ -27,6 +27,7 @@ from fhir_bridge.store.member_scope import (
     EVERYTHING,
     MemberScope,
     member_probe,
+    member_shortcut,
     members_among,
     visible,
 )
@@ -305,7 +306,7 @@ def _scope_condition(session: Session, query: SearchQuery, scope: MemberScope) -
     Then the ``patient=`` criterion already keeps every row inside members' compartments, and
     one prepared membership check replaces a per-row condition that is costly to plan.
     """
-    if scope.unrestricted:
+    if scope.unrestricted or not member_shortcut(scope, query.resource_type):
         return visible(scope, query.resource_type)
     named = named_patients(query)
     if named and members_among(session, scope, named) == set(named):
@@ -318,7 +319,8 @@ def _snapshot_and_scope(
 ) -> tuple[int, Any]:
     """A new search's snapshot and member condition. On PostgreSQL a search naming one
     patient checks membership in the snapshot's own round trip (the common payer search)."""
-    named = None if scope.unrestricted else named_patients(query)
+    shortcut = not scope.unrestricted and member_shortcut(scope, query.resource_type)
+    named = named_patients(query) if shortcut else None
     if named and len(named) == 1 and session.get_bind().dialect.name == "postgresql":
         snapshot, member = current_sequence_probing(session, *member_probe(scope, named[0]))
         return snapshot, true() if member else visible(scope, query.resource_type)

@@ -228,7 +228,7 @@ def test_no_shape_of_data_request_gets_a_5xx(app, field, value, in_input):
         assert all(i.get("expression") for i in resp.get_json()["issue"])
 
 
-def test_a_payer_cannot_send_referrals_or_bundles(reviewed):
+def test_a_payer_cannot_send_referrals_or_write_through_bundles(reviewed):
     app, sr_id, org = reviewed
     headers = bearer(app, role="payer", organization=org, scope="system/*.cruds")
     client = app.test_client()
@@ -236,7 +236,20 @@ def test_a_payer_cannot_send_referrals_or_bundles(reviewed):
     for method, url, body in (
         ("POST", "/fhir/ServiceRequest", {**referral, "id": None}),
         ("PUT", f"/fhir/ServiceRequest/{sr_id}", referral),
-        ("POST", "/fhir", {"resourceType": "Bundle", "type": "transaction", "entry": []}),
+        (
+            "POST",
+            "/fhir",
+            {
+                "resourceType": "Bundle",
+                "type": "transaction",
+                "entry": [
+                    {
+                        "resource": {k: v for k, v in referral.items() if k != "id"},
+                        "request": {"method": "POST", "url": "ServiceRequest"},
+                    }
+                ],
+            },
+        ),
         ("POST", "/fhir/Task", {"resourceType": "Task", "status": "requested", "intent": "order"}),
     ):
         resp = client.open(
