@@ -254,7 +254,8 @@ def _site_key(concept: Mapping[str, Any] | None) -> tuple[str, str]:
         first = concept["coding"][0]
         site = f"{first.get('system')}|{first.get('code')}"
     if not site and not _laterality(concept):
-        site = str(concept.get("text", "")).strip().lower()
+        # text only (e.g. loaded data): "Lower back" is the clinic's lower_back
+        site = "_".join(str(concept.get("text", "")).lower().split())
     return site, _laterality(concept)
 
 
