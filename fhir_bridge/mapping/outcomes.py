@@ -173,7 +173,8 @@ class MeasureSeries:
         if value is None:
             return ""
         sign = "+" if value > 0 else ""
-        return f"{sign}{fmt(value)} {self.unit_word}"
+        unit = "point" if self.unit_word == "points" and abs(value) == 1 else self.unit_word
+        return f"{sign}{fmt(value)} {unit}"
 
 
 # --- formatting ---------------------------------------------------------------------------
@@ -293,7 +294,7 @@ def _usable(obs: Mapping[str, Any]) -> bool:
     value = quantity.get("value")
     return (
         obs.get("status") not in ("entered-in-error", "cancelled", "registered")
-        and isinstance(value, int | float)
+        and isinstance(value, int | float | Decimal)
         and not isinstance(value, bool)
         and bool(obs.get("effectiveDateTime"))
     )
@@ -439,7 +440,7 @@ def _goal_progress(
             wanted = target.get("detailQuantity", {}).get("value")
             if not measure.get("coding") or finder.find(measure)[0] != key:
                 continue
-            if _laterality(measure) != site_key[1] or not isinstance(wanted, int | float):
+            if _laterality(measure) != site_key[1] or not isinstance(wanted, int | float | Decimal):
                 continue
             met = None
             if latest is not None and higher is not None:
