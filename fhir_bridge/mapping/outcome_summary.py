@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
-from fhir_bridge.mapping.outcomes import UNRECORDED, MeasureSeries, fmt, outcome_series
+from fhir_bridge.mapping.outcomes import UNJUDGED, UNRECORDED, MeasureSeries, fmt, outcome_series
 from fhir_bridge.mapping.tables import MappingTables, load_tables
 
 
@@ -41,7 +41,7 @@ def summary_line(series: MeasureSeries) -> str:
         counted = (
             f"{n} measurement(s) ({n - unrecorded} pre-treatment, {unrecorded} phase not recorded)"
         )
-    verdict = series.direction if series.direction != "not judged" else "direction not known"
+    verdict = series.direction if series.direction != UNJUDGED else "direction not known"
     if len(series.course) > 1:
         verdict += f"; {series.mcid_status}"
     return (

@@ -44,6 +44,7 @@ LATERALITY_SYSTEM_SUFFIX = "/CodeSystem/massage-laterality"
 PRE, POST, UNRECORDED = "pre", "post", "unrecorded"
 PHASE_LABELS = {PRE: "before treatment", POST: "after treatment", UNRECORDED: "phase not recorded"}
 IMPROVED, WORSENED, UNCHANGED, UNJUDGED = "improved", "worsened", "no change", "not judged"
+SINGLE = "one measurement"
 
 
 @dataclass(frozen=True)
@@ -130,12 +131,14 @@ class MeasureSeries:
     @property
     def percent_change(self) -> float | None:
         base = self.baseline
-        if base is None or base.value == 0 or self.change is None:
+        if base is None or base.value == 0 or self.change is None or len(self.course) < 2:
             return None
         return round(self.change / abs(base.value) * 100, 1)
 
     @property
     def direction(self) -> str:
+        if len(self.course) == 1:
+            return SINGLE
         return _direction(self.change, self.higher_is_better)
 
     @property
@@ -157,7 +160,7 @@ class MeasureSeries:
         if self.mcid is None or self.mcid.value is None:
             return "no published MCID"
         if self.mcid_passed is None:
-            return "not assessed (one measurement)"
+            return "not assessed yet"
         word = "passed" if self.mcid_passed else "not reached"
         return f"MCID {fmt(float(self.mcid.value))} {self.unit_word} {word}"
 

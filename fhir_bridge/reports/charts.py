@@ -6,12 +6,13 @@ drawn as vector graphics in the PDF (fpdf2 renders SVG paths, lines, circles and
 
 from __future__ import annotations
 
+import math
 from html import escape
 
 from fhir_bridge.mapping.outcomes import POST, MeasureSeries, fmt
 
-WIDTH, HEIGHT = 520, 210
-LEFT, RIGHT, TOP, BOTTOM, PAD = 48, 16, 26, 38, 24
+WIDTH, HEIGHT = 520, 220
+LEFT, RIGHT, TOP, BOTTOM, PAD = 48, 16, 36, 38, 24
 PRE_COLOUR, POST_COLOUR, GOAL_COLOUR, BAND_COLOUR = "#1f4e79", "#c55a11", "#2e7d32", "#e3eef9"
 FONT = 'font-family="Helvetica" font-size="9"'
 
@@ -26,7 +27,7 @@ def svg_chart(series: MeasureSeries) -> str:
     (light blue): values within one MCID of the baseline, which the course must leave in the
     better direction to count as a clinically important change. The y axis spans the measure's
     range (e.g. 0-10) when the tables give one, and is labelled with the human unit.
-    Output: ``<svg ...>...</svg>``, 520 x 210 user units, no scripts, no external references.
+    Output: ``<svg ...>...</svg>``, 520 x 220 user units, no scripts, no external references.
     """
     points = series.points
     dates = sorted({p.date for p in points})
@@ -47,7 +48,7 @@ def svg_chart(series: MeasureSeries) -> str:
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
         f'viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{escape(series.title)}">',
         f'<rect x="0" y="0" width="{WIDTH}" height="{HEIGHT}" fill="#ffffff"/>',
-        f'<text x="{LEFT}" y="14" {FONT} font-weight="bold">{escape(series.title)}</text>',
+        f'<text x="{LEFT}" y="11" {FONT} font-weight="bold">{escape(series.title)}</text>',
     ]
     base = series.baseline
     if base is not None and series.mcid and series.mcid.value is not None:
@@ -112,11 +113,17 @@ def _y_range(series: MeasureSeries) -> tuple[float, float]:
     if series.scale and series.scale[1] <= 10:
         return series.scale  # short scales (0-10, 0-4) are shown whole
     low, high = min(values), max(values)
-    pad = max((high - low) * 0.2, 5.0)
-    low, high = low - pad, high + pad
+    step = _nice_step(max(high - low, 20.0) / 4)  # a 7-degree gain should not fill the chart
+    low, high = math.floor(low / step - 0.5) * step, math.ceil(high / step + 0.5) * step
     if series.scale:
         low, high = max(low, series.scale[0]), min(high, series.scale[1])
-    return (low, high) if high > low else (low - 1, high + 1)
+    return (low, high) if high > low else (low - step, high + step)
+
+
+def _nice_step(raw: float) -> float:
+    """1, 2, 2.5 or 5 times a power of ten, at least ``raw``: ticks people read at a glance."""
+    power = 10 ** math.floor(math.log10(raw))
+    return next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
 
 
 def _axes(low: float, high: float, y, unit: str) -> list[str]:
@@ -124,15 +131,17 @@ def _axes(low: float, high: float, y, unit: str) -> list[str]:
         f'<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{HEIGHT - BOTTOM}" stroke="#555"/>',
         f'<line x1="{LEFT}" y1="{HEIGHT - BOTTOM}" x2="{WIDTH - RIGHT}" y2="{HEIGHT - BOTTOM}" '
         'stroke="#555"/>',
-        f'<text x="6" y="{TOP - 6}" {FONT}>{escape("score (0-10)" if unit == "/10" else unit)}'
+        f'<text x="6" y="{TOP - 10}" {FONT}>{escape("score (0-10)" if unit == "/10" else unit)}'
         "</text>",
     ]
-    for i in range(5):
-        value = low + (high - low) * i / 4
+    step = _nice_step((high - low) / 5)
+    value = math.ceil(low / step) * step
+    while value <= high + 1e-9:
         out.append(
             f'<text x="{LEFT - 4}" y="{y(value) + 3:.1f}" {FONT} text-anchor="end">'
             f"{fmt(round(value, 1))}</text>"
         )
+        value += step
     return out
 
 

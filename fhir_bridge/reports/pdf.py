@@ -173,7 +173,7 @@ def _outcomes(pdf: _Pdf, r: Report) -> None:
                     s.title,
                     f"{s.show(s.baseline.value)} ({s.baseline.date})",  # type: ignore[union-attr]
                     f"{s.show(s.latest.value)} ({s.latest.date})",  # type: ignore[union-attr]
-                    (s.show_change(s.change) or "0") + pct,
+                    "-" if len(s.course) < 2 else (s.show_change(s.change) or "0") + pct,
                     s.direction,
                     s.mcid_status,
                 ]

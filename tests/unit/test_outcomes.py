@@ -8,6 +8,7 @@ import pytest
 
 from fhir_bridge.mapping.outcomes import (
     IMPROVED,
+    SINGLE,
     UNCHANGED,
     UNJUDGED,
     UNRECORDED,
@@ -129,8 +130,8 @@ CASES = [
         5,
         5,
         0,
-        0.0,
-        UNCHANGED,
+        None,
+        SINGLE,
         None,
     ),
     (
