@@ -1,39 +1,102 @@
-"""Outcome charts as SVG: one measure over the visits, reusable by any page that shows it.
+"""Outcome charts: one measure over the visits, as vector shapes, SVG for any page.
 
-Pure string building (no plotting library): the same SVG is inlined in the HTML report and
-drawn as vector graphics in the PDF (fpdf2 renders SVG paths, lines, circles and text).
+Pure. :func:`chart_shapes` lays the chart out once as a short list of primitives (lines,
+rectangles, circles, a polyline, text) in a 520 x 220 user-unit box; :func:`svg_chart` writes
+them as an SVG document (inlined in the HTML report, reusable by any page), and the PDF renderer
+draws the same shapes with fpdf2's vector primitives (parsing SVG back would cost ~10x more).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from html import escape
 
-from fhir_bridge.mapping.outcomes import POST, MeasureSeries, fmt
+from fhir_bridge.mapping.outcomes import POST, PRE, MeasureSeries, fmt
 
 WIDTH, HEIGHT = 520, 220
 LEFT, RIGHT, TOP, BOTTOM, PAD = 48, 16, 36, 38, 24
 PRE_COLOUR, POST_COLOUR, GOAL_COLOUR, BAND_COLOUR = "#1f4e79", "#c55a11", "#2e7d32", "#e3eef9"
-FONT = 'font-family="Helvetica" font-size="9"'
+AXIS_COLOUR, TEXT_COLOUR, WHITE = "#555555", "#222222", "#ffffff"
+FONT_SIZE = 9
+
+
+@dataclass(frozen=True)
+class Line:
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    stroke: str
+    width: float = 1.0
+    dashed: bool = False
+
+
+@dataclass(frozen=True)
+class Rect:
+    x: float
+    y: float
+    w: float
+    h: float
+    fill: str
+
+
+@dataclass(frozen=True)
+class Circle:
+    cx: float
+    cy: float
+    r: float
+    fill: str
+    stroke: str
+
+
+@dataclass(frozen=True)
+class Polyline:
+    points: tuple[tuple[float, float], ...]
+    stroke: str
+    width: float
+
+
+@dataclass(frozen=True)
+class Text:
+    x: float
+    y: float  # baseline
+    text: str
+    anchor: str = "start"  # start, middle, end
+    fill: str = TEXT_COLOUR
+    bold: bool = False
+
+
+Shape = Line | Rect | Circle | Polyline | Text
 
 
 def svg_chart(series: MeasureSeries) -> str:
     """One measure over the episode as a standalone SVG document (a string).
 
     Input: one :class:`~fhir_bridge.mapping.outcomes.MeasureSeries` from the outcome engine.
-    Drawn: the course (pre-treatment and phase-not-recorded values, joined by a line; hollow
-    markers for "phase not recorded"), each visit's post-treatment value (orange, joined to its
-    pre value: the immediate effect), the goal target as a dashed green line, and the MCID band
-    (light blue): values within one MCID of the baseline, which the course must leave in the
-    better direction to count as a clinically important change. The y axis spans the measure's
-    range (e.g. 0-10) when the tables give one, and is labelled with the human unit.
-    Output: ``<svg ...>...</svg>``, 520 x 220 user units, no scripts, no external references.
+    Drawn: the course (pre-treatment values, and values whose phase was not recorded as hollow
+    markers, joined by a line), each visit's post-treatment value (orange square, joined to its
+    pre value: the immediate effect), each goal target as a dashed green line, and the MCID
+    band (light blue): values within one MCID of the baseline, which the course must leave in
+    the better direction to count as a clinically important change. The y axis spans the
+    measure's range when it is short (0-10, 0-4), else the values with round ticks, labelled
+    with the human unit. Output: ``<svg ...>...</svg>``, 520 x 220 user units, no scripts, no
+    external references, escaped text.
     """
-    points = series.points
-    dates = sorted({p.date for p in points})
+    body = "".join(_svg(shape) for shape in chart_shapes(series))
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
+        f'viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{escape(series.title)}" '
+        f'font-family="Helvetica, Arial, sans-serif" font-size="{FONT_SIZE}">{body}</svg>'
+    )
+
+
+def chart_shapes(series: MeasureSeries) -> list[Shape]:
+    """The chart of one series as shapes, in drawing order, in the 520 x 220 box."""
+    dates = sorted({p.date for p in series.points})
     low, high = _y_range(series)
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
-
     inner = plot_w - 2 * PAD
 
     def x(date: str) -> float:
@@ -44,68 +107,35 @@ def svg_chart(series: MeasureSeries) -> str:
     def y(value: float) -> float:
         return TOP + plot_h * (1 - (value - low) / (high - low))
 
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
-        f'viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{escape(series.title)}">',
-        f'<rect x="0" y="0" width="{WIDTH}" height="{HEIGHT}" fill="#ffffff"/>',
-        f'<text x="{LEFT}" y="11" {FONT} font-weight="bold">{escape(series.title)}</text>',
-    ]
+    shapes: list[Shape] = [Text(LEFT, 11, series.title, bold=True)]
     base = series.baseline
     if base is not None and series.mcid and series.mcid.value is not None:
         m = float(series.mcid.value)
         top_v, bottom_v = min(high, base.value + m), max(low, base.value - m)
-        parts.append(
-            f'<rect x="{LEFT}" y="{y(top_v):.1f}" width="{plot_w}" '
-            f'height="{y(bottom_v) - y(top_v):.1f}" fill="{BAND_COLOUR}"/>'
-        )
-    parts += _axes(low, high, y, series.unit)
-    for d in dates:
-        parts.append(
-            f'<text x="{x(d):.1f}" y="{HEIGHT - BOTTOM + 14}" {FONT} '
-            f'text-anchor="middle">{d[5:]}</text>'
-        )
+        shapes.append(Rect(LEFT, y(top_v), plot_w, y(bottom_v) - y(top_v), BAND_COLOUR))
+    shapes += _axes(low, high, y, series.unit)
+    shapes += [Text(x(d), HEIGHT - BOTTOM + 14, d[5:], anchor="middle") for d in dates]
     for goal in series.goals:
         gy = y(min(max(goal.target, low), high))
-        parts.append(
-            f'<line x1="{LEFT}" y1="{gy:.1f}" x2="{WIDTH - RIGHT}" y2="{gy:.1f}" '
-            f'stroke="{GOAL_COLOUR}" stroke-width="1.2" stroke-dasharray="5 3"/>'
-        )
-        parts.append(
-            f'<text x="{WIDTH - RIGHT - 2}" y="{gy - 3:.1f}" {FONT} fill="{GOAL_COLOUR}" '
-            f'text-anchor="end">goal {escape(series.show(goal.target))}</text>'
-        )
+        shapes.append(Line(LEFT, gy, WIDTH - RIGHT, gy, GOAL_COLOUR, 1.2, dashed=True))
+        label = f"goal {series.show(goal.target)}"
+        shapes.append(Text(WIDTH - RIGHT - 2, gy - 3, label, anchor="end", fill=GOAL_COLOUR))
     for v in series.visits:
         if v.pre is not None and v.post is not None:
             vx = x(v.date)
-            parts.append(
-                f'<line x1="{vx:.1f}" y1="{y(v.pre):.1f}" x2="{vx + 8:.1f}" y2="{y(v.post):.1f}" '
-                f'stroke="{POST_COLOUR}" stroke-width="1"/>'
-            )
+            shapes.append(Line(vx, y(v.pre), vx + 8, y(v.post), POST_COLOUR))
     course = [(x(p.date), y(p.value), p) for p in series.course]
     if len(course) > 1:
-        line = " ".join(f"{cx:.1f},{cy:.1f}" for cx, cy, _ in course)
-        parts.append(
-            f'<polyline points="{line}" fill="none" stroke="{PRE_COLOUR}" stroke-width="1.6"/>'
-        )
+        shapes.append(Polyline(tuple((cx, cy) for cx, cy, _ in course), PRE_COLOUR, 1.6))
     for cx, cy, p in course:
-        fill = PRE_COLOUR if p.phase == "pre" else "#ffffff"
-        parts.append(
-            f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="3.2" fill="{fill}" stroke="{PRE_COLOUR}"/>'
-        )
-        label = fmt(p.value)
-        parts.append(
-            f'<text x="{cx - 5:.1f}" y="{cy - 6:.1f}" {FONT} text-anchor="end">{label}</text>'
-        )
-    for p in points:
+        fill = PRE_COLOUR if p.phase == PRE else WHITE
+        shapes.append(Circle(cx, cy, 3.2, fill, PRE_COLOUR))
+        shapes.append(Text(cx - 5, cy - 6, fmt(p.value), anchor="end"))
+    for p in series.points:
         if p.phase == POST:
-            px, py = x(p.date) + 8, y(p.value)
-            parts.append(
-                f'<rect x="{px - 3:.1f}" y="{py - 3:.1f}" width="6" height="6" '
-                f'fill="{POST_COLOUR}"/>'
-            )
-    parts += _legend(series)
-    parts.append("</svg>")
-    return "".join(parts)
+            shapes.append(Rect(x(p.date) + 5, y(p.value) - 3, 6, 6, POST_COLOUR))
+    shapes += _legend(series)
+    return shapes
 
 
 def _y_range(series: MeasureSeries) -> tuple[float, float]:
@@ -126,41 +156,67 @@ def _nice_step(raw: float) -> float:
     return next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
 
 
-def _axes(low: float, high: float, y, unit: str) -> list[str]:
-    out = [
-        f'<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{HEIGHT - BOTTOM}" stroke="#555"/>',
-        f'<line x1="{LEFT}" y1="{HEIGHT - BOTTOM}" x2="{WIDTH - RIGHT}" y2="{HEIGHT - BOTTOM}" '
-        'stroke="#555"/>',
-        f'<text x="6" y="{TOP - 10}" {FONT}>{escape("score (0-10)" if unit == "/10" else unit)}'
-        "</text>",
+def _axes(low: float, high: float, y: Callable[[float], float], unit: str) -> list[Shape]:
+    bottom = HEIGHT - BOTTOM
+    out: list[Shape] = [
+        Line(LEFT, TOP, LEFT, bottom, AXIS_COLOUR),
+        Line(LEFT, bottom, WIDTH - RIGHT, bottom, AXIS_COLOUR),
+        Text(6, TOP - 10, "score (0-10)" if unit == "/10" else unit),
     ]
     step = _nice_step((high - low) / 5)
     value = math.ceil(low / step) * step
     while value <= high + 1e-9:
-        out.append(
-            f'<text x="{LEFT - 4}" y="{y(value) + 3:.1f}" {FONT} text-anchor="end">'
-            f"{fmt(round(value, 1))}</text>"
-        )
+        out.append(Text(LEFT - 4, y(value) + 3, fmt(round(value, 1)), anchor="end"))
         value += step
     return out
 
 
-def _legend(series: MeasureSeries) -> list[str]:
+def _legend(series: MeasureSeries) -> list[Shape]:
     ly = HEIGHT - 8
-    out = [
-        f'<circle cx="{LEFT + 4}" cy="{ly - 3}" r="3" fill="{PRE_COLOUR}"/>',
-        f'<text x="{LEFT + 10}" y="{ly}" {FONT}>before treatment</text>',
-        f'<rect x="{LEFT + 92}" y="{ly - 6}" width="6" height="6" fill="{POST_COLOUR}"/>',
-        f'<text x="{LEFT + 102}" y="{ly}" {FONT}>after treatment</text>',
+    out: list[Shape] = [
+        Circle(LEFT + 4, ly - 3, 3, PRE_COLOUR, PRE_COLOUR),
+        Text(LEFT + 10, ly, "before treatment"),
+        Rect(LEFT + 92, ly - 6, 6, 6, POST_COLOUR),
+        Text(LEFT + 102, ly, "after treatment"),
     ]
     if series.phase_unrecorded:
         out += [
-            f'<circle cx="{LEFT + 184}" cy="{ly - 3}" r="3" fill="#ffffff" stroke="{PRE_COLOUR}"/>',
-            f'<text x="{LEFT + 190}" y="{ly}" {FONT}>phase not recorded</text>',
+            Circle(LEFT + 184, ly - 3, 3, WHITE, PRE_COLOUR),
+            Text(LEFT + 190, ly, "phase not recorded"),
         ]
     if series.mcid and series.mcid.value is not None:
         out += [
-            f'<rect x="{LEFT + 290}" y="{ly - 7}" width="10" height="8" fill="{BAND_COLOUR}"/>',
-            f'<text x="{LEFT + 304}" y="{ly}" {FONT}>within MCID of baseline</text>',
+            Rect(LEFT + 290, ly - 7, 10, 8, BAND_COLOUR),
+            Text(LEFT + 304, ly, "within MCID of baseline"),
         ]
     return out
+
+
+def _svg(shape: Shape) -> str:
+    if isinstance(shape, Line):
+        dash = ' stroke-dasharray="5 3"' if shape.dashed else ""
+        return (
+            f'<line x1="{shape.x1:.1f}" y1="{shape.y1:.1f}" x2="{shape.x2:.1f}" '
+            f'y2="{shape.y2:.1f}" stroke="{shape.stroke}" stroke-width="{shape.width}"{dash}/>'
+        )
+    if isinstance(shape, Rect):
+        return (
+            f'<rect x="{shape.x:.1f}" y="{shape.y:.1f}" width="{shape.w:.1f}" '
+            f'height="{shape.h:.1f}" fill="{shape.fill}"/>'
+        )
+    if isinstance(shape, Circle):
+        return (
+            f'<circle cx="{shape.cx:.1f}" cy="{shape.cy:.1f}" r="{shape.r}" '
+            f'fill="{shape.fill}" stroke="{shape.stroke}"/>'
+        )
+    if isinstance(shape, Polyline):
+        points = " ".join(f"{px:.1f},{py:.1f}" for px, py in shape.points)
+        return (
+            f'<polyline points="{points}" fill="none" stroke="{shape.stroke}" '
+            f'stroke-width="{shape.width}"/>'
+        )
+    weight = ' font-weight="bold"' if shape.bold else ""
+    return (
+        f'<text x="{shape.x:.1f}" y="{shape.y:.1f}" text-anchor="{shape.anchor}" '
+        f'fill="{shape.fill}"{weight}>{escape(shape.text)}</text>'
+    )
