@@ -74,6 +74,8 @@ def test_walkthrough_patient_improves_over_three_visits(story):
     assert "8/10 (2026-11-13)" in text  # baseline
     assert "6/10 (2026-11-24)" in text  # latest, from the visit documented in the walkthrough
     assert "-2 points (-25%) improved MCID 2 points passed" in text
+    assert "Visits used 3 of 12 (2 per week)" in text
+    assert "2026-11-13 Swedish massage 45 97124 x 3" in text  # loaded with the sample data
     assert "Trigger point therapy (manual), Muscle energy technique 45 97140 x 3" in text
     assert "Acute whiplash-associated disorder grade II" in text  # assessment from the SOAP note
 
