@@ -33,15 +33,19 @@ from typing import Any
 
 from fhir_bridge.fhir.dates import parse_fhir_datetime_range
 from fhir_bridge.mapping.mcid import Mcid
-from fhir_bridge.mapping.tables import LOINC, Measure
+from fhir_bridge.mapping.observation_keys import (
+    POST,
+    PRE,
+    UNRECORDED,
+    MeasureFinder,
+    laterality,
+    phase_of,
+    site_of,
+    usable,
+    visit_of,
+)
+from fhir_bridge.mapping.tables import Measure
 
-PHASE_SUFFIX = "/StructureDefinition/assessment-phase"
-LATERALITY_SUFFIX = "/StructureDefinition/body-site-laterality"
-MEASURE_SYSTEM_SUFFIX = "/CodeSystem/massage-measure"
-BODY_SITE_SYSTEM_SUFFIX = "/CodeSystem/massage-body-site"
-LATERALITY_SYSTEM_SUFFIX = "/CodeSystem/massage-laterality"
-
-PRE, POST, UNRECORDED = "pre", "post", "unrecorded"
 PHASE_LABELS = {PRE: "before treatment", POST: "after treatment", UNRECORDED: "phase not recorded"}
 IMPROVED, WORSENED, UNCHANGED, UNJUDGED = "improved", "worsened", "no change", "not judged"
 SINGLE = "one measurement"
@@ -224,93 +228,6 @@ def _direction(change: float | None, higher_is_better: bool | None) -> str:
     return IMPROVED if (change > 0) == higher_is_better else WORSENED
 
 
-# --- reading Observations -----------------------------------------------------------------
-
-
-def phase_of(obs: Mapping[str, Any]) -> str:
-    """PRE, POST, or UNRECORDED when the assessment-phase extension is absent or unknown."""
-    for ext in obs.get("extension", []) or []:
-        if str(ext.get("url", "")).endswith(PHASE_SUFFIX):
-            code = ext.get("valueCode")
-            return code if code in (PRE, POST) else UNRECORDED
-    return UNRECORDED
-
-
-def _laterality(concept: Mapping[str, Any]) -> str:
-    for ext in concept.get("extension", []) or []:
-        if str(ext.get("url", "")).endswith(LATERALITY_SUFFIX):
-            for coding in ext.get("valueCodeableConcept", {}).get("coding", []):
-                if str(coding.get("system", "")).endswith(LATERALITY_SYSTEM_SUFFIX):
-                    return str(coding.get("code", ""))
-            return str(ext.get("valueCodeableConcept", {}).get("text", "")).lower()
-    return ""
-
-
-def _site_key(concept: Mapping[str, Any] | None) -> tuple[str, str]:
-    """(body site, laterality) of a bodySite or Goal measure: codes when known, else text."""
-    if not concept:
-        return "", ""
-    site = ""
-    for coding in concept.get("coding", []) or []:
-        if str(coding.get("system", "")).endswith(BODY_SITE_SYSTEM_SUFFIX):
-            site = str(coding.get("code", ""))
-    if not site and concept.get("coding"):
-        first = concept["coding"][0]
-        site = f"{first.get('system')}|{first.get('code')}"
-    if not site and not _laterality(concept):
-        # text only (e.g. loaded data): "Lower back" is the clinic's lower_back
-        site = "_".join(str(concept.get("text", "")).lower().split())
-    return site, _laterality(concept)
-
-
-class _Measures:
-    """Finds the measure of an Observation code: the clinic code, else a mapped LOINC code."""
-
-    def __init__(self, measures: Mapping[str, Measure]) -> None:
-        self.measures = measures
-        self.by_loinc = {
-            m.loinc.code: m for m in measures.values() if m.loinc and m.loinc.system == LOINC
-        }
-
-    def find(self, code: Mapping[str, Any]) -> tuple[str, Measure | None]:
-        codings = code.get("coding", []) or []
-        for c in codings:
-            if (
-                str(c.get("system", "")).endswith(MEASURE_SYSTEM_SUFFIX)
-                and c.get("code") in self.measures
-            ):
-                return c["code"], self.measures[c["code"]]
-        for c in codings:
-            if c.get("system") == LOINC and c.get("code") in self.by_loinc:
-                measure = self.by_loinc[c["code"]]
-                return measure.key, measure
-        for c in codings:
-            if c.get("system") == LOINC:
-                return f"loinc:{c.get('code')}", None
-        first = codings[0] if codings else {}
-        key = f"{first.get('system')}|{first.get('code')}" if first else str(code.get("text", ""))
-        return key, None
-
-
-def _usable(obs: Mapping[str, Any]) -> bool:
-    quantity = obs.get("valueQuantity") or {}
-    value = quantity.get("value")
-    return (
-        obs.get("status") not in ("entered-in-error", "cancelled", "registered")
-        and isinstance(value, int | float | Decimal)
-        and not isinstance(value, bool)
-        and bool(obs.get("effectiveDateTime"))
-    )
-
-
-def _visit_of(obs: Mapping[str, Any]) -> str:
-    for part in obs.get("partOf", []) or []:
-        ref = str(part.get("reference", ""))
-        if ref.startswith("Procedure/"):
-            return ref
-    return ""
-
-
 # --- the engine ---------------------------------------------------------------------------
 
 
@@ -321,12 +238,12 @@ def outcome_series(
     goals: Iterable[Mapping[str, Any]] = (),
 ) -> tuple[MeasureSeries, ...]:
     """One series per measure and body site with at least one numeric measurement."""
-    finder = _Measures(measures)
+    finder = MeasureFinder(measures)
     groups: dict[tuple[str, tuple[str, str]], list[tuple[Mapping[str, Any], Point]]] = defaultdict(
         list
     )
     for obs in observations:
-        if not _usable(obs):
+        if not usable(obs):
             continue
         key, _ = finder.find(obs.get("code", {}))
         point = Point(
@@ -334,9 +251,9 @@ def outcome_series(
             at=str(obs["effectiveDateTime"]),
             value=_round(float(obs["valueQuantity"]["value"])),
             phase=phase_of(obs),
-            visit=_visit_of(obs),
+            visit=visit_of(obs),
         )
-        groups[(key, _site_key(obs.get("bodySite")))].append((obs, point))
+        groups[(key, site_of(obs.get("bodySite")))].append((obs, point))
     goal_list = list(goals)
     out = []
     for (key, site_key), members in sorted(groups.items()):
@@ -357,7 +274,7 @@ def _series(
     key: str,
     site_key: tuple[str, str],
     members: list[tuple[Mapping[str, Any], Point]],
-    finder: _Measures,
+    finder: MeasureFinder,
     mcids: Mapping[str, Mcid],
     goals: list[Mapping[str, Any]],
 ) -> MeasureSeries:
@@ -429,7 +346,7 @@ def _visits(points: tuple[Point, ...], higher: bool | None) -> tuple[VisitEffect
 
 def _goal_progress(
     goals: list[Mapping[str, Any]],
-    finder: _Measures,
+    finder: MeasureFinder,
     key: str,
     site_key: tuple[str, str],
     latest: float | None,
@@ -443,7 +360,7 @@ def _goal_progress(
             wanted = target.get("detailQuantity", {}).get("value")
             if not measure.get("coding") or finder.find(measure)[0] != key:
                 continue
-            if _laterality(measure) != site_key[1] or not isinstance(wanted, int | float | Decimal):
+            if laterality(measure) != site_key[1] or not isinstance(wanted, int | float | Decimal):
                 continue
             met = None
             if latest is not None and higher is not None:

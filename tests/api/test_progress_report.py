@@ -15,6 +15,7 @@ from fhir_bridge.mapping.outcomes import outcome_series
 from fhir_bridge.mapping.tables import load_tables
 from fhir_bridge.services.loading import load_bundle
 from fhir_bridge.services.progress_report import gather_episode
+from tests.support.tokens import bearer
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_bundles"
 REFERRALS = [
@@ -103,3 +104,17 @@ def test_other_media_types_get_406_and_unknown_referrals_404(story):
     missing = story.get("/api/v1/referrals/nope/progress-report", headers=PDF)
     assert missing.status_code == 404
     assert missing.get_json()["resourceType"] == "OperationOutcome"
+
+
+@pytest.mark.parametrize("role", ["payer", "ehr"])
+def test_partners_cannot_read_the_report(app, story, role):
+    """Under /api/v1: the request guard keeps it to the clinic's own roles."""
+    headers = {
+        **bearer(app, role=role, organization="Organization/org-payer-acme-health"),
+        **PDF,
+    }
+    response = story.get(
+        "/api/v1/referrals/sr-rivera-massage-2026-11/progress-report", headers=headers
+    )
+    assert response.status_code == 403
+    assert b"Rivera" not in response.data
