@@ -118,3 +118,16 @@ def test_partners_cannot_read_the_report(app, story, role):
     )
     assert response.status_code == 403
     assert b"Rivera" not in response.data
+
+
+def test_documentation_summary_tells_the_walkthrough_story(story):
+    """Issue 14's bug: the summary said "6 -> 6 (change 0) over 1 pre-treatment measurement"."""
+    bundle = story.get("/fhir/ServiceRequest/sr-rivera-massage-2026-11/$documentation").get_json()
+    notes = [
+        e["resource"]["note"][0]["text"]
+        for e in bundle["entry"]
+        if e["resource"]["id"].startswith("outcome-change-")
+    ]
+    [pain] = [n for n in notes if n.startswith("Pain")]
+    assert "8 -> 6 /10 (change -2 points, improved; MCID 2 points passed)" in pain
+    assert "over 3 pre-treatment measurement(s), 2026-11-13 to 2026-11-24" in pain
