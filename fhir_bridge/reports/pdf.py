@@ -116,18 +116,23 @@ class _Pdf(FPDF):
         return sum(widths.get(c, 500) for c in text) * self.font_size / 1000
 
     def _wrap(self, text: str, width: float) -> list[str]:
-        """Greedy word wrap with the current font's widths."""
+        """Greedy word wrap with the current font's widths, each word measured once."""
+        widths, scale = self.current_font.cw, self.font_size / 1000
+        space = widths.get(" ", 278)
         lines: list[str] = []
         for paragraph in text.split("\n"):
-            line = ""
+            line: list[str] = []
+            used = 0
             for word in paragraph.split(" "):
-                candidate = f"{line} {word}" if line else word
-                if line and self.width_of(candidate) > width:
-                    lines.append(line)
-                    line = word
+                size = sum(widths.get(c, 500) for c in word)
+                extra = size + (space if line else 0)
+                if line and (used + extra) * scale > width:
+                    lines.append(" ".join(line))
+                    line, used = [word], size
                 else:
-                    line = candidate
-            lines.append(line)
+                    line.append(word)
+                    used += extra
+            lines.append(" ".join(line))
         return lines
 
     def para(self, text: str, bold_lead: str = "") -> None:
