@@ -54,13 +54,14 @@ def summary_line(series: MeasureSeries) -> str:
 def _summary(
     n: int, series: MeasureSeries, by_id: Mapping[str, Mapping[str, Any]]
 ) -> dict[str, Any]:
-    first, last = by_id[series.baseline.observation_id], by_id[series.latest.observation_id]  # type: ignore[union-attr]
+    line = summary_line(series)  # raises unless the series has a course
+    base, latest = series.course[0], series.course[-1]
+    first, last = by_id[base.observation_id], by_id[latest.observation_id]
     q0, q1 = first["valueQuantity"], last["valueQuantity"]
     unit = {k: q1[k] for k in ("unit", "system", "code") if k in q1}
-    line = summary_line(series)
-    d0, d1 = series.baseline.date, series.latest.date  # type: ignore[union-attr]
-    phase0 = "" if series.baseline.phase == UNRECORDED else "pre-treatment "  # type: ignore[union-attr]
-    phase1 = "" if series.latest.phase == UNRECORDED else "pre-treatment "  # type: ignore[union-attr]
+    d0, d1 = base.date, latest.date
+    phase0 = "" if base.phase == UNRECORDED else "pre-treatment "
+    phase1 = "" if latest.phase == UNRECORDED else "pre-treatment "
     body: dict[str, Any] = {
         "resourceType": "Observation",
         "id": f"outcome-change-{n}",

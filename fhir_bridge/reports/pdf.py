@@ -229,8 +229,8 @@ def _outcomes(pdf: _Pdf, r: Report) -> None:
             rows.append(
                 [
                     s.title,
-                    f"{s.show(s.baseline.value)} ({s.baseline.date})",  # type: ignore[union-attr]
-                    f"{s.show(s.latest.value)} ({s.latest.date})",  # type: ignore[union-attr]
+                    f"{s.show(s.course[0].value)} ({s.course[0].date})",
+                    f"{s.show(s.course[-1].value)} ({s.course[-1].date})",
                     "-" if len(s.course) < 2 else (s.show_change(s.change) or "0") + pct,
                     s.direction,
                     s.mcid_status,
