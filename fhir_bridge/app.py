@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     from fhir_bridge.api.health import health
     from fhir_bridge.api.operations import operations
     from fhir_bridge.api.partners import partners_api
+    from fhir_bridge.api.progress_reports import progress_reports_api
     from fhir_bridge.api.referrals import referrals_api
     from fhir_bridge.api.sessions import sessions_api
     from fhir_bridge.api.terminology import terminology
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.register_blueprint(fhir_read)
     app.register_blueprint(sessions_api)
     app.register_blueprint(referrals_api)
+    app.register_blueprint(progress_reports_api)
     app.register_blueprint(partners_api)
     app.register_blueprint(deliveries_api)
     return app

@@ -82,7 +82,8 @@ def mappings_check(folder: Path | None) -> None:
     click.echo(
         f"mappings ok: {len(tables.techniques)} techniques, {len(tables.body_sites)} body sites, "
         f"{len(tables.lateralities)} lateralities, {len(tables.measures)} measures, "
-        f"{len(tables.referral_services)} referral services"
+        f"{len(tables.referral_services)} referral services, "
+        f"{sum(m.value is not None for m in tables.mcids.values())} published MCIDs"
     )
 
 

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fhir_bridge.mapping.cdex import DOCUMENT_TYPES, LOINC
-from fhir_bridge.mapping.outcome_summary import outcome_changes
+from fhir_bridge.mapping.outcome_summary import outcome_changes, shipped_tables
+from fhir_bridge.mapping.outcomes import POST, PRE, UNRECORDED, outcome_series
+from fhir_bridge.mapping.tables import MappingTables
 
 US_CORE_DOCREF = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-documentreference"
 DOCREF_CATEGORY = "http://hl7.org/fhir/us/core/CodeSystem/us-core-documentreference-category"
@@ -62,21 +64,7 @@ def _when(procedure: dict[str, Any]) -> str:
     return procedure.get("performedDateTime") or period.get("start") or ""
 
 
-def _phase(obs: dict[str, Any]) -> str:
-    for ext in obs.get("extension", []):
-        if str(ext.get("url", "")).endswith("/assessment-phase"):
-            return ext.get("valueCode", "")
-    return ""
-
-
-def _value(obs: dict[str, Any]) -> str:
-    q = obs.get("valueQuantity")
-    if q:
-        return f"{q.get('value')} {q.get('unit', '')}".strip()
-    return _concept(obs.get("valueCodeableConcept")) or str(obs.get("valueString", ""))
-
-
-def _referrals(extract: ChartExtract) -> str:
+def _referrals(extract: ChartExtract, _tables: MappingTables) -> str:
     if not extract.service_requests:
         return "<h2>Referral</h2><p>No referral on file.</p>"
     rows = []
@@ -95,7 +83,7 @@ def _referrals(extract: ChartExtract) -> str:
     )
 
 
-def _visits(extract: ChartExtract) -> str:
+def _visits(extract: ChartExtract, tables: MappingTables) -> str:
     by_procedure: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for obs in extract.observations:
         for part in obs.get("partOf", []):
@@ -110,29 +98,37 @@ def _visits(extract: ChartExtract) -> str:
             parts.append(match.group(1))  # the visit's own narrative: modalities, minutes, units
         measured = by_procedure.get(f"Procedure/{proc.get('id')}", [])
         if measured:
-            parts.append(_measurement_table(measured))
+            parts.append(_measurement_table(measured, tables))
     return "".join(parts)
 
 
-def _measurement_table(observations: list[dict[str, Any]]) -> str:
-    rows: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
-    for obs in observations:
-        key = (_concept(obs.get("code")), _concept(obs.get("bodySite")))
-        rows[key][_phase(obs) or "value"] = _value(obs)
-    body = "".join(
-        f"<tr><td>{_e(m)}</td><td>{_e(site)}</td><td>{_e(v.get('pre', ''))}</td>"
-        f"<td>{_e(v.get('post', v.get('value', '')))}</td></tr>"
-        for (m, site), v in sorted(rows.items())
-    )
+def _measurement_table(observations: list[dict[str, Any]], tables: MappingTables) -> str:
+    """Before / After columns by the recorded phase; a third column only for values whose
+    phase was not recorded (never guessed into Before or After)."""
+    series = outcome_series(observations, tables.measures, tables.mcids)
+    rows = []
+    unrecorded = any(p.phase == UNRECORDED for s in series for p in s.points)
+    for s in series:
+        cells = {PRE: [], POST: [], UNRECORDED: []}
+        for p in s.points:
+            cells[p.phase].append(s.show(p.value))
+        extra = f"<td>{_e(', '.join(cells[UNRECORDED]))}</td>" if unrecorded else ""
+        rows.append(
+            f"<tr><td>{_e(s.label)}</td><td>{_e(s.site)}</td><td>{_e(', '.join(cells[PRE]))}</td>"
+            f"<td>{_e(', '.join(cells[POST]))}</td>{extra}</tr>"
+        )
+    head = "<th>Phase not recorded</th>" if unrecorded else ""
     return (
-        "<table><tr><th>Measure</th><th>Site</th><th>Before</th><th>After</th></tr>"
-        + body
+        "<table><tr><th>Measure</th><th>Site</th><th>Before</th><th>After</th>"
+        + head
+        + "</tr>"
+        + "".join(rows)
         + "</table>"
     )
 
 
-def _outcomes(extract: ChartExtract) -> str:
-    lines = [o["note"][0]["text"] for o in outcome_changes(extract.observations)]
+def _outcomes(extract: ChartExtract, tables: MappingTables) -> str:
+    lines = [o["note"][0]["text"] for o in outcome_changes(extract.observations, tables)]
     if not lines:
         return ""
     return (
@@ -142,7 +138,7 @@ def _outcomes(extract: ChartExtract) -> str:
     )
 
 
-def _goals(extract: ChartExtract) -> str:
+def _goals(extract: ChartExtract, _tables: MappingTables) -> str:
     if not extract.goals:
         return "<h2>Goals</h2><p>No goals recorded.</p>"
     items = []
@@ -156,8 +152,19 @@ def _goals(extract: ChartExtract) -> str:
     return "<h2>Goals</h2><ul>" + "".join(items) + "</ul>"
 
 
-def note_html(code: str, extract: ChartExtract, *, clinic_name: str, written_at: str) -> str:
-    """The note as a complete HTML document (``code`` is one of DOCUMENT_TYPES)."""
+def note_html(
+    code: str,
+    extract: ChartExtract,
+    *,
+    clinic_name: str,
+    written_at: str,
+    tables: MappingTables | None = None,
+) -> str:
+    """The note as a complete HTML document (``code`` is one of DOCUMENT_TYPES).
+
+    ``tables``: the app's mapping tables (measures, MCIDs); the shipped ones when not given.
+    """
+    tables = tables or shipped_tables()
     title = DOCUMENT_TYPES[code]
     sections = {
         "11506-3": [_referrals, _visits, _outcomes, _goals],
@@ -170,7 +177,7 @@ def note_html(code: str, extract: ChartExtract, *, clinic_name: str, written_at:
         f"{_e(extract.patient.get('birthDate', 'unknown'))}. Written {_e(written_at)} by "
         f"{_e(clinic_name)} from the clinic's structured records.</p>"
     )
-    body = head + "".join(section(extract) for section in sections)
+    body = head + "".join(section(extract, tables) for section in sections)
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{_e(title)}</title></head><body>{body}</body></html>"

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import yaml
+
+if TYPE_CHECKING:
+    from fhir_bridge.mapping.mcid import Mcid
 
 #: the ``mappings/`` folder shipped with the bridge (repository root)
 DEFAULT_MAPPINGS_DIR = Path(__file__).resolve().parents[2] / "mappings"
@@ -149,6 +152,8 @@ class MappingTables:
     measures: dict[str, Measure]
     #: the services a prescription (inbound ServiceRequest.code) may order
     referral_services: tuple[Code, ...] = ()
+    #: minimal clinically important difference per measure key (``mcid.yaml``)
+    mcids: dict[str, Mcid] = field(default_factory=dict)
 
 
 class MappingError(ValueError):
@@ -174,14 +179,18 @@ class _Where:
 
 def load_tables(folder: Path | None = None) -> MappingTables:
     """Load and validate the mapping files of ``folder`` (default: the shipped ``mappings/``)."""
+    from fhir_bridge.mapping.mcid import load_mcids  # it builds on this module's primitives
+
     folder = Path(folder) if folder is not None else DEFAULT_MAPPINGS_DIR
+    measures = _load_measures(folder)
     return MappingTables(
         systems=_load_systems(folder),
         techniques=_load_vocabulary(folder, "techniques", _technique),
         body_sites=_load_vocabulary(folder, "body_sites", _body_site),
         lateralities=_load_vocabulary(folder, "lateralities", _laterality),
-        measures=_load_measures(folder),
+        measures=measures,
         referral_services=_load_referral_services(folder),
+        mcids=load_mcids(folder, measures),
     )
 
 

@@ -58,3 +58,17 @@ def test_first_and_latest_pre_values_per_site_and_post_values_ignored():
 
 def test_no_pre_values_no_summary():
     assert outcome_changes([obs("x", 2, "2026-11-03T10:00:00Z", phase="post")]) == []
+
+
+def test_loaded_observations_without_phase_count_and_are_labelled():
+    """The walkthrough bug: two visits loaded without the phase extension, one documented."""
+    loaded = [obs("s1", 8, "2026-11-13T10:03:00-05:00"), obs("s2", 7, "2026-11-17T10:02:00-05:00")]
+    for o in loaded:
+        del o["extension"]
+    [pain] = outcome_changes([*loaded, obs("v3", 6, "2026-11-24T09:02:00-05:00")])
+    line = pain["note"][0]["text"]
+    assert "8 -> 6 /10" in line
+    assert "change -2 points, improved; MCID 2 points passed" in line
+    assert "3 measurement(s) (1 pre-treatment, 2 phase not recorded)" in line
+    assert "{score}" not in line
+    assert pain["component"][0]["code"]["text"] == "Baseline value (2026-11-13)"

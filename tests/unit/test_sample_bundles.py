@@ -42,6 +42,8 @@ US_CORE_CATEGORY = "http://hl7.org/fhir/us/core/CodeSystem/us-core-category"
 ALLOWED_SYSTEMS = {CPT, LOINC, SNOMED, ICD10CM, UCUM, NUCC, US_CORE_CATEGORY}
 ALLOWED_SYSTEM_PATTERNS = (
     re.compile(r"http://terminology\.hl7\.org/CodeSystem/[A-Za-z0-9\-.]+"),
+    # the bridge's own vocabulary, published by it as CodeSystems (mappings/systems.yaml)
+    re.compile(r"http://fhir-bridge\.org/fhir/CodeSystem/massage-[a-z-]+"),
     re.compile(r"http://hl7\.org/fhir/CodeSystem/[A-Za-z0-9\-.]+"),
 )
 
@@ -52,7 +54,7 @@ VERIFIED_CODES = {
     ICD10CM: {"M54.2", "M54.50", "M62.830", "G44.209", "M54.6", "I97.2"},  # 5.7
     SNOMED: {"1172950003"},  # 5.4
     NUCC: {"225700000X"},  # 5.8
-    UCUM: {"{score}"},  # 5.6
+    UCUM: {"{score}", "min"},  # 5.6
 }
 
 

@@ -368,3 +368,31 @@ def test_missing_file(folder: Path) -> None:
 def test_invalid_yaml(folder: Path) -> None:
     (folder / "body_sites.yaml").write_text("body_sites: [unclosed\n")
     _fails(folder, "mappings/body_sites.yaml: invalid YAML")
+
+
+# --- MCID (mcid.yaml) -----------------------------------------------------------------------
+
+
+def test_every_measure_has_an_mcid_entry_with_a_source_or_a_reason() -> None:
+    tables = load_tables()
+    assert tables.mcids.keys() == tables.measures.keys()
+    for mcid in tables.mcids.values():
+        assert (mcid.value is not None and mcid.source.startswith("https://")) or (
+            mcid.value is None and mcid.reason
+        ), mcid
+    assert tables.mcids["pain_nrs"].value == 2
+
+
+def test_mcid_value_without_a_source(folder: Path) -> None:
+    _edit(folder, "mcid.yaml", "    source: https://pmc.ncbi.nlm.nih.gov/articles/PMC7053735\n", "")
+    _fails(folder, "mappings/mcid.yaml: pain_nrs: source: ", "expected non-empty text")
+
+
+def test_mcid_missing_for_a_measure(folder: Path) -> None:
+    _edit(folder, "mcid.yaml", "  sleep_quality_nrs:\n", "  sleep_quality_nrs_old:\n")
+    _fails(folder, "mappings/mcid.yaml: sleep_quality_nrs_old: ", "not a measure")
+
+
+def test_mcid_null_needs_a_reason(folder: Path) -> None:
+    _edit(folder, "mcid.yaml", "    reason: *adl_reason\n", "", count=2)
+    _fails(folder, "mappings/mcid.yaml: adl_household_difficulty: reason: ", "non-empty text")
