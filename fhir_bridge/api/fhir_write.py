@@ -120,6 +120,7 @@ def create(resource_type: str) -> Response:
             current_principal(),
             current_scope(),
             clinic_name=settings.clinic_name,
+            tables=current_app.extensions["fhir_bridge_tables"],
         )
         disclose_patients(answer.disclosed_patients)
         return _written(answer)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, current_app, request
 
 from fhir_bridge.api.disclosure import disclose, mark_operation
 from fhir_bridge.api.http import fhir_response, negotiate, runtime
@@ -117,7 +117,9 @@ def service_request_documentation(resource_id: str) -> Response:
     rt = runtime()
     readable = {t for t in SEARCH_PARAMS if principal.may(t, "read")}
     mark_operation("ServiceRequest-documentation")
-    package = docs.documentation(rt, resource_id, current_scope(), readable)
+    package = docs.documentation(
+        rt, resource_id, current_scope(), readable, current_app.extensions["fhir_bridge_tables"]
+    )
     disclose([package.service_request, *package.supporting])
     base = rt.settings.fhir_base_url
     issues = []

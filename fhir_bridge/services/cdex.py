@@ -21,6 +21,7 @@ from fhir_bridge.fhir.search_params import SEARCH_PARAMS
 from fhir_bridge.fhir.search_query import parse_search
 from fhir_bridge.mapping import cdex
 from fhir_bridge.mapping.clinical_note import ChartExtract, document_reference, note_html
+from fhir_bridge.mapping.tables import MappingTables
 from fhir_bridge.security.principal import Principal
 from fhir_bridge.services.fhir_writes import (
     Inbound,
@@ -143,8 +144,10 @@ def receive(
     scope: MemberScope,
     *,
     clinic_name: str,
+    tables: MappingTables | None = None,
 ) -> WriteResult:
-    """Take in a CDex data-request Task, answer it, store it answered."""
+    """Take in a CDex data-request Task, answer it, store it answered (``tables``: the app's
+    mappings, for the note's measures)."""
     task = read_resource(inbound.body, "Task")
     require_valid(task, runtime.settings.fhir_base_url)
     try:
@@ -166,7 +169,7 @@ def receive(
         else:
             task = {**task, "for": {**task["for"], "reference": f"Patient/{patient_id}"}}
             answer = _answer(
-                session, request, task, patient_id, scope, principal, base, clinic_name, now
+                session, request, task, patient_id, scope, principal, base, clinic_name, now, tables
             )
     if answer["status"] != "completed":
         answer = _unlinked(answer)  # a refusal discloses nothing and joins no compartment
@@ -202,6 +205,7 @@ def _answer(
     base: str,
     clinic_name: str,
     now: str,
+    tables: MappingTables | None = None,
 ) -> dict[str, Any]:
     if request.kind == "query":
         result = _query_result(session, request.query or "", patient_id, scope, principal, base)
@@ -228,7 +232,7 @@ def _answer(
             now=now,
         )
     extract = _extract(session, patient_id, scope)
-    html_text = note_html(code, extract, clinic_name=clinic_name, written_at=now)
+    html_text = note_html(code, extract, clinic_name=clinic_name, written_at=now, tables=tables)
     doc = document_reference(
         code,
         html_text,

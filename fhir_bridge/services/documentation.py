@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from fhir_bridge.fhir.search_query import parse_search
 from fhir_bridge.mapping.clinical import PERTAINS_TO_GOAL
 from fhir_bridge.mapping.outcome_summary import outcome_changes
+from fhir_bridge.mapping.tables import MappingTables
 from fhir_bridge.services.resources import check_visible
 from fhir_bridge.services.runtime import Runtime
 from fhir_bridge.store.db import read_session
@@ -74,7 +75,11 @@ def _goal_ids(observations: list[dict[str, Any]]) -> set[str]:
 
 
 def documentation(
-    runtime: Runtime, service_request_id: str, scope: MemberScope, readable: Collection[str]
+    runtime: Runtime,
+    service_request_id: str,
+    scope: MemberScope,
+    readable: Collection[str],
+    tables: MappingTables | None = None,
 ) -> DocumentationPackage:
     """Everything behind one prescription; ResourceNotFound when outside the scope."""
     with read_session(runtime.sessions) as session:
@@ -119,5 +124,5 @@ def documentation(
         for res in found:
             unique.setdefault((res.resource_type, res.resource_id), res)
         package.supporting = list(unique.values())
-        package.summary = outcome_changes([o.resource for o in observations])
+        package.summary = outcome_changes([o.resource for o in observations], tables)
         return package
