@@ -70,6 +70,7 @@ def intake_policy() -> IntakePolicy:
         sender_organization=(
             access_policy.organization_id(principal) if principal.role == "ehr" else None
         ),
+        sender_client=principal.client_id,
     )
 
 

@@ -356,7 +356,10 @@ def _create_one(
         existing = intake.existing(resource)
         if existing is not None and access is not None:
             access.check_on_file(store, existing.resource, resource_type)
-        return _receive_service_request(intake, resource)
+        previous = existing.resource if existing is not None else None
+        return _receive_service_request(intake, resource, previous=previous)
+    if policy is not None and resource_type == "Task" and not is_fulfil_task(resource):
+        raise _not_a_referral_task()
     if policy is not None and is_fulfil_task(resource):
         return _receive_task(ReferralIntake(store, policy, fetched=fetched), resource, claim)
     try:
@@ -369,12 +372,28 @@ def _create_one(
 
 
 def _receive_service_request(
-    intake: ReferralIntake, resource: dict[str, Any], root: str = "ServiceRequest"
+    intake: ReferralIntake,
+    resource: dict[str, Any],
+    root: str = "ServiceRequest",
+    previous: dict[str, Any] | None = None,
 ) -> WriteResult:
     warnings = intake.check(resource, root)
     stored, created = intake.store_service_request(resource)
-    intake.register(stored, warnings=warnings)
+    intake.register(stored, warnings=warnings, previous=previous)
     return WriteResult(stored, created, tuple(warnings))
+
+
+def _not_a_referral_task(expression: str = "Task.code") -> FhirError:
+    """A Task the bridge would store and never answer: refused instead."""
+    return FhirError(
+        422,
+        error(
+            "not-supported",
+            "The bridge takes Tasks that fulfil a referral (code fulfill, focus a ServiceRequest) "
+            "and Da Vinci CDex data requests (data-request-query, data-request-code) only",
+            expression,
+        ),
+    )
 
 
 def _receive_task(
@@ -430,6 +449,8 @@ def update(
     that tracks a referral updates the inbox's status.
     """
     resource = _resource_body(inbound.body, resource_type)
+    if resource_type == "Task" and policy is not None and not is_fulfil_task(resource):
+        raise _not_a_referral_task()
     if resource.get("id") != resource_id:
         raise FhirError(
             400,
@@ -439,16 +460,16 @@ def update(
 
     def work(store: ResourceStore) -> WriteResult:
         _keep(store, inbound)
-        if access is not None:
-            on_file = store.get(resource_type, resource_id)
-            if on_file is not None:
-                access.check_on_file(store, on_file.resource, resource_type)
+        on_file = store.get(resource_type, resource_id)
+        if access is not None and on_file is not None:
+            access.check_on_file(store, on_file.resource, resource_type)
         intake = ReferralIntake(store, policy) if policy is not None else None
         warnings = intake.check(resource) if intake and resource_type == "ServiceRequest" else []
         claim = placer_claim(resource) if intake and resource_type == "ServiceRequest" else None
         stored, created = _put(store, resource, if_match, "If-Match", [claim] if claim else [])
         if intake is not None and resource_type == "ServiceRequest":
-            intake.register(stored, warnings=warnings)
+            previous = on_file.resource if on_file is not None else None
+            intake.register(stored, warnings=warnings, previous=previous)
         elif intake is not None and resource_type == "Task":
             intake.task_changed(stored)
         if access is not None:
@@ -514,6 +535,10 @@ class _Run:
     results: dict[int, WriteResult] = field(default_factory=dict)
     #: POST entries that are a new version of a resource on file (a referral re-sent)
     upserts: set[int] = field(default_factory=set)
+    #: the version on file of each re-sent referral, before this write
+    previous: dict[int, dict[str, Any]] = field(default_factory=dict)
+    #: entries without identifiers matched to what the re-sent referral links to (if unchanged)
+    linked: set[int] = field(default_factory=set)
 
 
 def _bad(status: int, code: str, diagnostics: str, expression: str) -> FhirError:
@@ -568,6 +593,8 @@ def _plan_write(
         raise _bad(
             405, "not-supported", f"{method} of {rtype} is not supported", f"{path}.request.url"
         )
+    if rtype == "Task" and not is_fulfil_task(resource):
+        raise _not_a_referral_task(f"{entry_path(index, rtype)}.code")
     full_url = entry.get("fullUrl") if isinstance(entry.get("fullUrl"), str) else None
     if method == "POST":
         if parsed.resource_id is not None or parsed.conditional:
@@ -578,6 +605,7 @@ def _plan_write(
         query = None
         if ine is not None:
             query = conditional_query(rtype, parse_query(str(ine)), f"{path}.request.ifNoneExist")
+            _check_condition_agrees(query, resource, f"{path}.request.ifNoneExist")
         return _Op(index, method, parsed, resource, full_url, if_none_exist=query)
     if parsed.resource_id is None and not parsed.conditional:
         raise _bad(
@@ -604,15 +632,32 @@ def _plan_write(
     )
 
 
+def _check_condition_agrees(query: SearchQuery, resource: dict[str, Any], expression: str) -> None:
+    """An identifier-only ``ifNoneExist`` must name one of the resource's own identifiers: a
+    stale condition would answer with another resource on file and drop this one unseen."""
+    if any(c.name != "identifier" or c.modifier for c in query.criteria):
+        return
+    idents = [i for i in resource.get("identifier") or [] if isinstance(i, dict)]
+    for crit in query.criteria:
+        if not any(_token_matches(v, i) for v in crit.values for i in idents):
+            raise _bad(
+                422,
+                "invariant",
+                "ifNoneExist names an identifier the resource does not carry",
+                expression,
+            )
+
+
 def _resolve_ids(
     store: ResourceStore, ops: Sequence[_Op], run: _Run, intake: ReferralIntake | None
 ) -> None:
     """Which resource each write entry targets: a match of its condition, its id, or a new id."""
     for op in ops:
         if op.method == "POST":
+            referral = op.rtype == "ServiceRequest"
             if (
                 intake is not None
-                and op.if_none_exist is None
+                and (op.if_none_exist is None or referral)
                 and _identify(store, op, run, intake)
             ):
                 continue
@@ -658,6 +703,7 @@ def _match_resent_links(store: ResourceStore, ops: Sequence[_Op], run: _Run) -> 
                 run.existing[target.index] = found
                 run.ids[target.index] = found.resource_id
                 run.claims.pop(target.index, None)
+                run.linked.add(target.index)
 
 
 def _match_resent_tasks(
@@ -698,6 +744,7 @@ def _identify(store: ResourceStore, op: _Op, run: _Run, intake: ReferralIntake) 
         if existing is not None:
             run.ids[op.index] = existing.resource_id
             run.upserts.add(op.index)
+            run.previous[op.index] = existing.resource
             return True
         run.claims[op.index] = claim
         run.ids[op.index] = str(uuid4())
@@ -889,10 +936,9 @@ def _execute(
     if access is not None:
         _check_targets(store, access, ordered, run)
     _check_overlap(ordered, run)
-    mapping = _reference_map(store, ordered, run)
-    for op in ordered:
-        if op.resource is not None:
-            run.bodies[op.index] = rewrite_references(op.resource, mapping)
+    _rewrite(store, ordered, run)
+    if _unlink_changed(ordered, run):
+        _rewrite(store, ordered, run)
     for op in ordered:
         run.results[op.index] = _write(store, op, run, scope)
     if intake is not None:
@@ -900,6 +946,38 @@ def _execute(
     if access is not None:
         _check_written(store, access, ordered, run, intake)
     return run.results
+
+
+def _rewrite(store: ResourceStore, ops: Sequence[_Op], run: _Run) -> None:
+    """Every entry's body with its references resolved to ``Type/id``."""
+    mapping = _reference_map(store, ops, run)
+    for op in ops:
+        if op.resource is not None:
+            run.bodies[op.index] = rewrite_references(op.resource, mapping)
+
+
+def _same(sent: dict[str, Any], on_file: dict[str, Any]) -> bool:
+    """Do two versions say the same (ids and meta aside)?"""
+    ignored = ("id", "meta")
+    return {k: v for k, v in sent.items() if k not in ignored} == {
+        k: v for k, v in on_file.items() if k not in ignored
+    }
+
+
+def _unlink_changed(ops: Sequence[_Op], run: _Run) -> bool:
+    """An entry without identifiers stands for what the re-sent referral links to only while
+    it is unchanged; a changed one is a new resource (and the referral's reference moves to
+    it). True when a link was dropped (the references must be resolved again)."""
+    dropped = False
+    for op in ops:
+        if op.index in run.linked and not _same(
+            run.bodies[op.index], run.existing[op.index].resource
+        ):
+            del run.existing[op.index]
+            run.linked.discard(op.index)
+            run.ids[op.index] = str(uuid4())
+            dropped = True
+    return dropped
 
 
 def _check_entries(access: WriteAccess, ops: Sequence[_Op], carries_referral: bool) -> None:
@@ -959,7 +1037,7 @@ def _take_in_referrals(intake: ReferralIntake, ops: Sequence[_Op], run: _Run) ->
         if task is not None and intake.supersedable(intake.tracker(stored)):
             intake.track(stored, task, warnings)
         else:
-            intake.register(stored, warnings=warnings)
+            intake.register(stored, warnings=warnings, previous=run.previous.get(op.index))
         run.results[op.index] = replace(result, issues=tuple(warnings))
     for focus, op in tasks.items():
         root = entry_path(op.index, "Task")

@@ -33,6 +33,7 @@ from fhir_bridge.fhir.npi import NPI_SYSTEM
 from fhir_bridge.fhir.outcome import FhirError, Issue
 from fhir_bridge.fhir.search_query import parse_search
 from fhir_bridge.mapping.prescription import prescription
+from fhir_bridge.mapping.referral_changes import referral_changes
 from fhir_bridge.mapping.referral_rules import ReferralFacts, check_referral, placer_identifier
 from fhir_bridge.mapping.referral_task import new_task
 from fhir_bridge.mapping.tables import Code
@@ -63,6 +64,8 @@ class IntakePolicy:
     now: datetime = field(default_factory=lambda: datetime.now(UTC).replace(tzinfo=None))
     #: id of the Organization whose EHR is sending (None: the clinic's own systems, polling)
     sender_organization: str | None = None
+    #: the client sending (named in the referral's change list); None: the clinic itself
+    sender_client: str | None = None
 
     @property
     def task_identifier_system(self) -> str:
@@ -209,8 +212,13 @@ class ReferralIntake:
         *,
         warnings: Sequence[Issue] = (),
         task: StoredResource | None = None,
+        previous: Mapping[str, Any] | None = None,
     ) -> Received:
-        """Write the inbox row, the tracking Task (when none yet) and the outbox event."""
+        """Write the inbox row, the tracking Task (when none yet) and the outbox event.
+
+        ``previous``: the version on file before this write (a re-send); what changed from it
+        is added to the referral's change list, with who sent it.
+        """
         sr = stored.resource
         now = self.policy.now
         row = self.referrals.get(stored.resource_id, for_update=True)
@@ -243,6 +251,7 @@ class ReferralIntake:
             received_at=row.received_at if row else now,
             updated_at=now,
             sender_organization=row.sender_organization if row else self.policy.sender_organization,
+            changes=self._changes(row, previous, stored),
         )
         if row is None or _changed(row, fresh):
             self.referrals.save(fresh)
@@ -259,6 +268,23 @@ class ReferralIntake:
             task=task,
             warnings=tuple(warnings),
         )
+
+    def _changes(
+        self, row: ReferralRow | None, previous: Mapping[str, Any] | None, stored: StoredResource
+    ) -> list[dict[str, Any]]:
+        """The referral's change list, with what ``stored`` changed from ``previous``."""
+        changes = list(row.changes) if row is not None else []
+        lines = referral_changes(dict(previous), stored.resource) if previous is not None else []
+        if lines:
+            changes.append(
+                {
+                    "at": self.policy.now.isoformat(timespec="seconds") + "Z",
+                    "by": self.policy.sender_client or "clinic",
+                    "version": stored.version_id,
+                    "changes": lines,
+                }
+            )
+        return changes
 
     def tracker(self, sr: StoredResource) -> StoredResource | None:
         """The Task tracking the referral of ``sr``, if the referral is on file."""

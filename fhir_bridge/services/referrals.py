@@ -118,6 +118,7 @@ def referral_view(row: ReferralRow) -> dict[str, Any]:
         "visits_used": row.visits_used,
         "visits_left": row.visits_left,
         "warnings": row.warnings,
+        "changes": row.changes,
         "received_at": row.received_at.isoformat() + "Z",
         "updated_at": row.updated_at.isoformat() + "Z",
     }

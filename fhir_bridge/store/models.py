@@ -245,6 +245,8 @@ class Referral(Base):
     visits_used: Mapped[int] = mapped_column(Integer, default=0)
     #: JSON list of {severity, code, expression, diagnostics}: what intake reported
     warnings: Mapped[str] = mapped_column(Text)
+    #: JSON list of re-sends that changed it: {"at", "by", "version", "changes": [...]}
+    changes: Mapped[str | None] = mapped_column(Text, nullable=True)
     received_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
 

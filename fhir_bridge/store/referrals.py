@@ -38,6 +38,8 @@ class ReferralRow:
     pk: int = 0
     #: id of the Organization whose EHR sent the referral (it keeps seeing it and its Task)
     sender_organization: str | None = None
+    #: every re-send that changed it, oldest first: {"at", "by", "version", "changes": [...]}
+    changes: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def visits_left(self) -> int | None:
@@ -82,6 +84,7 @@ def _row(r: Referral) -> ReferralRow:
     return ReferralRow(
         service_request_id=r.service_request_id,
         warnings=json.loads(r.warnings),
+        changes=json.loads(r.changes) if r.changes else [],
         received_at=r.received_at,
         updated_at=r.updated_at,
         pk=r.pk,
@@ -126,6 +129,7 @@ class ReferralStore:
         """Insert or replace the row of ``row.service_request_id``; True when it was new."""
         values = {name: getattr(row, name) for name in _FIELDS}
         values["warnings"] = json.dumps(row.warnings, sort_keys=True)
+        values["changes"] = json.dumps(row.changes, sort_keys=True) if row.changes else None
         values["updated_at"] = row.updated_at
         result = self.session.execute(
             update(Referral)
