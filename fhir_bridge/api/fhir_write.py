@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, g, request
 
+from fhir_bridge.api.bundle_response import RETURN_PREFERENCES, bundle_response, informational
 from fhir_bridge.api.disclosure import (
     disclose,
     disclose_patients,
@@ -19,9 +20,10 @@ from fhir_bridge.api.disclosure import (
 from fhir_bridge.api.http import fhir_response, http_date, negotiate, runtime
 from fhir_bridge.api.security import current_principal, current_scope
 from fhir_bridge.fhir.outcome import FhirError, error
-from fhir_bridge.services import access_policy, cdex, fhir_writes
+from fhir_bridge.services import access_policy, cdex
+from fhir_bridge.services import fhir_write as writes
 from fhir_bridge.services.access_policy import WriteAccess
-from fhir_bridge.services.fhir_writes import DIRECT_TYPES, Inbound, WriteResult
+from fhir_bridge.services.fhir_write import DIRECT_TYPES, Inbound, WriteResult
 from fhir_bridge.services.referral_intake import IntakePolicy
 
 fhir_write = Blueprint("fhir_write", __name__, url_prefix="/fhir")
@@ -78,7 +80,7 @@ def prefer_return() -> str:
     """The ``Prefer: return=`` choice; representation when absent or unknown."""
     for part in request.headers.get("Prefer", "").replace(";", ",").split(","):
         name, _, value = part.strip().partition("=")
-        if name.strip().lower() == "return" and value.strip() in fhir_writes.RETURN_PREFERENCES:
+        if name.strip().lower() == "return" and value.strip() in RETURN_PREFERENCES:
             return value.strip()
     return "representation"
 
@@ -99,7 +101,7 @@ def _written(result: WriteResult) -> Response:
             response.headers[key] = value
         return response
     if prefer == "OperationOutcome":
-        return fhir_response(fhir_writes.informational(result), result.status, headers)
+        return fhir_response(informational(result), result.status, headers)
     return fhir_response(stored.content, result.status, headers)
 
 
@@ -125,7 +127,7 @@ def create(resource_type: str) -> Response:
         )
         disclose_patients(answer.disclosed_patients)
         return _written(answer)
-    result = fhir_writes.create(
+    result = writes.create(
         runtime(),
         resource_type,
         inbound,
@@ -142,9 +144,9 @@ def update(resource_type: str, resource_id: str) -> Response:
     access = _access()
     inbound = _inbound()
     header = request.headers.get("If-Match")
-    if_match = fhir_writes.parse_if_match(header) if header else None
+    if_match = writes.parse_if_match(header) if header else None
     return _written(
-        fhir_writes.update(
+        writes.update(
             runtime(),
             resource_type,
             resource_id,
@@ -161,13 +163,13 @@ def bundle() -> Response:
     """A transaction (all or nothing) or batch (entry by entry) Bundle."""
     # a payer may read through a batch; each write entry is checked by the policy (403)
     access = access_policy.write_access(runtime(), current_principal())
-    body = fhir_writes.process_bundle(
-        runtime(),
-        _inbound(),
-        prefer=prefer_return(),
-        policy=intake_policy(),
-        access=access,
-        scope=current_scope(),
+    outcome = writes.process_bundle(
+        runtime(), _inbound(), policy=intake_policy(), access=access, scope=current_scope()
+    )
+    body = bundle_response(
+        outcome,
+        runtime().settings.fhir_base_url,
+        prefer_return(),
         on_read=lambda stored: disclose([stored]),
     )
     return fhir_response(body)

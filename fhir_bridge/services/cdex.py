@@ -23,7 +23,7 @@ from fhir_bridge.mapping import cdex
 from fhir_bridge.mapping.clinical_note import ChartExtract, document_reference, note_html
 from fhir_bridge.mapping.tables import MappingTables
 from fhir_bridge.security.principal import Principal
-from fhir_bridge.services.fhir_writes import (
+from fhir_bridge.services.fhir_write import (
     Inbound,
     WriteResult,
     keep_inbound,

@@ -3,7 +3,7 @@
 For each enabled physician partner whose events include ``poll-referrals``, the partner's FHIR
 server is searched (with its auth) for ServiceRequests whose performer is the clinic and for
 fulfil Tasks the clinic owns, changed since that search's cursor, oldest first, page by page.
-Every match goes through the same intake as a pushed referral (``fhir_writes.create`` with the
+Every match goes through the same intake as a pushed referral (``fhir_write.create`` with the
 intake policy); what the page included (patient, requester, the Task's focus) is handed to the
 intake as already fetched. Intake is idempotent on the placer identifier, so the overlap at the
 cursor (``_lastUpdated=ge``) is harmless; a body already taken in is not offered again.
@@ -39,7 +39,7 @@ from fhir_bridge.fhir import jsonio
 from fhir_bridge.fhir import poll_search as plan
 from fhir_bridge.fhir.outcome import FhirError
 from fhir_bridge.mapping.tables import MappingTables
-from fhir_bridge.services import fhir_writes
+from fhir_bridge.services import fhir_write
 from fhir_bridge.services.partners import POLL_EVENT
 from fhir_bridge.services.referral_intake import IntakePolicy, is_fulfil_task
 from fhir_bridge.services.runtime import Runtime
@@ -274,7 +274,7 @@ class Poller:
             if seen_payload(session, digest, (CHANNEL, REFUSED_CHANNEL)):
                 result.unchanged += 1
                 return
-        inbound = fhir_writes.Inbound(
+        inbound = fhir_write.Inbound(
             body=body,
             method="GET",
             path=f"poll/{partner.key}/{resource_type}",
@@ -283,7 +283,7 @@ class Poller:
             channel=CHANNEL,
         )
         try:
-            fhir_writes.create(
+            fhir_write.create(
                 self.runtime,
                 resource_type,
                 inbound,
@@ -300,7 +300,7 @@ class Poller:
         result.taken += 1
 
     def _refused(
-        self, partner: PartnerRow, resource_type: str, inbound: fhir_writes.Inbound, exc: FhirError
+        self, partner: PartnerRow, resource_type: str, inbound: fhir_write.Inbound, exc: FhirError
     ) -> None:
         """Keep the refused body (so it is not lost, nor offered again) and log why."""
         with write_session(self.runtime.sessions) as session:
