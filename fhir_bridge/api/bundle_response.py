@@ -11,7 +11,7 @@ from fhir_bridge.fhir.dates import to_instant
 from fhir_bridge.fhir.outcome import FhirError, Issue, operation_outcome
 from fhir_bridge.fhir.transaction import status_line
 from fhir_bridge.services.fhir_write import BundleOutcome, WriteResult
-from fhir_bridge.store.repository import StoredResource
+from fhir_bridge.services.resources import StoredResource
 
 #: what ``Prefer: return=`` may ask for
 RETURN_PREFERENCES = ("minimal", "representation", "OperationOutcome")

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from flask import g
 
-from fhir_bridge.store.repository import StoredResource
+from fhir_bridge.services.resources import StoredResource
 
 
 def disclose(resources: Iterable[StoredResource]) -> None:

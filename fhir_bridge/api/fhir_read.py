@@ -18,8 +18,7 @@ from fhir_bridge.fhir.search_params import SEARCH_PARAMS
 from fhir_bridge.fhir.search_query import SearchQuery, parse_search
 from fhir_bridge.fhir.transaction import DIRECT_WRITE_TYPES
 from fhir_bridge.services import resources
-from fhir_bridge.store.repository import StoredResource
-from fhir_bridge.store.search import SearchPage, named_patients
+from fhir_bridge.services.resources import SearchPage, StoredResource, named_patients
 
 fhir_read = Blueprint("fhir_read", __name__, url_prefix="/fhir")
 

@@ -17,8 +17,8 @@ from fhir_bridge.fhir.outcome import FhirError, error, warning
 from fhir_bridge.fhir.search_params import SEARCH_PARAMS
 from fhir_bridge.fhir.search_query import MAX_COUNT
 from fhir_bridge.services import documentation as docs
-from fhir_bridge.store.everything import EverythingQuery
-from fhir_bridge.store.member_scope import COMPARTMENT_TYPES
+from fhir_bridge.services.access_policy import COMPARTMENT_TYPES
+from fhir_bridge.services.documentation import EverythingQuery
 
 operations = Blueprint("operations", __name__, url_prefix="/fhir")
 

@@ -9,7 +9,7 @@ from fhir_bridge.api.paging import decode_cursor, next_link, page_size, refuse_u
 from fhir_bridge.fhir import jsonio
 from fhir_bridge.fhir.outcome import FhirError, error
 from fhir_bridge.services import referrals as service
-from fhir_bridge.store.referrals import ReferralFilter
+from fhir_bridge.services.referrals import ReferralFilter
 
 referrals_api = Blueprint("referrals_api", __name__, url_prefix="/api/v1")
 

@@ -27,9 +27,9 @@ from fhir_bridge.security.principal import Principal
 from fhir_bridge.security.scopes import parse_scopes
 from fhir_bridge.security.tokens import TokenInvalid
 from fhir_bridge.services import access_policy, audit, authorization
+from fhir_bridge.services.access_policy import MemberScope
 from fhir_bridge.services.audit import AuditTrail
 from fhir_bridge.settings import DEFAULT_INSTANCE_DIR, Settings
-from fhir_bridge.store.member_scope import MemberScope
 
 auth_api = Blueprint("auth_api", __name__)
 

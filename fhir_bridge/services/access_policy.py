@@ -34,6 +34,7 @@ from fhir_bridge.services.authorization import utcnow
 from fhir_bridge.services.runtime import Runtime
 from fhir_bridge.store.clients import ClientStore
 from fhir_bridge.store.db import read_session
+from fhir_bridge.store.member_scope import COMPARTMENT_TYPES as COMPARTMENT_TYPES
 from fhir_bridge.store.member_scope import MemberScope
 from fhir_bridge.store.repository import ResourceStore
 from fhir_bridge.store.search import run_search

@@ -20,7 +20,8 @@ from fhir_bridge.services.resources import check_visible
 from fhir_bridge.services.runtime import Runtime
 from fhir_bridge.store.db import read_session
 from fhir_bridge.store.errors import ResourceGone, ResourceNotFound
-from fhir_bridge.store.everything import EverythingQuery, everything
+from fhir_bridge.store.everything import EverythingQuery as EverythingQuery
+from fhir_bridge.store.everything import everything
 from fhir_bridge.store.member_scope import MemberScope
 from fhir_bridge.store.repository import ResourceStore, StoredResource
 from fhir_bridge.store.search import SearchPage, run_search

@@ -16,7 +16,8 @@ from fhir_bridge.mapping.referral_task import IllegalTransition, allowed_actions
 from fhir_bridge.services.runtime import Runtime
 from fhir_bridge.store.db import read_session, write_session
 from fhir_bridge.store.outbox import OutboxWriter
-from fhir_bridge.store.referrals import ReferralFilter, ReferralRow, ReferralStore
+from fhir_bridge.store.referrals import ReferralFilter as ReferralFilter
+from fhir_bridge.store.referrals import ReferralRow, ReferralStore
 from fhir_bridge.store.repository import ResourceStore
 
 #: clinic actions and the outbox event each one writes

@@ -15,8 +15,10 @@ from fhir_bridge.store.db import StatementTimeout, deadline, read_session
 from fhir_bridge.store.errors import ResourceNotFound
 from fhir_bridge.store.member_scope import EVERYTHING, MemberScope, visible
 from fhir_bridge.store.models import ResourceVersion
-from fhir_bridge.store.repository import ResourceStore, StoredResource
+from fhir_bridge.store.repository import ResourceStore
+from fhir_bridge.store.repository import StoredResource as StoredResource
 from fhir_bridge.store.search import SearchPage, run_search
+from fhir_bridge.store.search import named_patients as named_patients
 
 
 def check_visible(
