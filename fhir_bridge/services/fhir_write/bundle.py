@@ -32,6 +32,7 @@ from fhir_bridge.services.fhir_write.interactions import put
 from fhir_bridge.services.fhir_write.resolve import (
     Run,
     check_overlap,
+    link_known_roles,
     resolve_ids,
     rewrite,
     unlink_changed,
@@ -170,6 +171,8 @@ def _execute(
         _check_targets(store, access, ordered, run)
     check_overlap(ordered, run)
     rewrite(store, ordered, run)
+    if intake is not None and link_known_roles(store, ordered, run):
+        rewrite(store, ordered, run)
     if unlink_changed(ordered, run):
         rewrite(store, ordered, run)
     for op in ordered:

@@ -331,3 +331,34 @@ def unlink_changed(ops: Sequence[BundleOp], run: Run) -> bool:
             run.ids[op.index] = str(uuid4())
             dropped = True
     return dropped
+
+
+def link_known_roles(store: ResourceStore, ops: Sequence[BundleOp], run: Run) -> bool:
+    """A new PractitionerRole without identifiers is the role on file that joins the same
+    practitioner and organization and says the same (its business key), not a second copy.
+    True when an entry was linked (the references must be resolved again)."""
+    linked = False
+    for op in ops:
+        if op.method != "POST" or op.rtype != "PractitionerRole" or op.index in run.existing:
+            continue
+        body = run.bodies[op.index]
+        if body.get("identifier"):
+            continue
+        keys = [
+            (name, ref)
+            for name, element in (
+                ("practitioner", "practitioner"),
+                ("organization", "organization"),
+            )
+            if isinstance(ref := (body.get(element) or {}).get("reference"), str)
+        ]
+        if len(keys) < 2:
+            continue
+        query = conditional_query("PractitionerRole", keys, f"{op.path}.resource")
+        same = [m for m in find_matches(store.session, query) if _same(body, m.resource)]
+        if len(same) == 1:
+            run.existing[op.index] = same[0]
+            run.ids[op.index] = same[0].resource_id
+            run.claims.pop(op.index, None)
+            linked = True
+    return linked
