@@ -9,6 +9,8 @@ from urllib.parse import urlencode
 from fhir_bridge.fhir.outcome import FhirError, error
 
 DEFAULT_PAGE, MAX_PAGE = 50, 500
+#: the largest row id (64-bit on both databases): a larger "cursor" was made up
+MAX_ROW = 2**63 - 1
 
 
 def page_size(raw: str | None) -> int:
@@ -25,7 +27,10 @@ def decode_cursor(raw: str | None) -> int | None:
     if not raw:
         return None
     try:
-        return int(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode())
+        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode("ascii")
+        if not (text.isdigit() and len(text) <= 19 and int(text) <= MAX_ROW):
+            raise ValueError("not a row id")
+        return int(text)
     except (ValueError, UnicodeDecodeError):
         raise FhirError(
             400, error("invalid", "The paging cursor is not valid", "_cursor")

@@ -1,5 +1,10 @@
 """FHIR JSON in and out without losing a digit: decimals stay exact, duplicate keys are refused.
 
+Bad input is a JsonError (a ValueError), never another exception: numbers longer than
+MAX_NUMBER_DIGITS (Python refuses ``int()`` on more than 4,300 digits, CVE-2020-10735) and
+nesting deeper than MAX_DEPTH (validation walks recursively; orjson refuses to write more than
+254 levels) are refused here, so every caller answers 400 instead of a 500.
+
 ``json.loads`` with ``parse_float=Decimal`` keeps ``1.50`` as ``Decimal("1.50")``; ``orjson``
 writes it back verbatim through ``orjson.Fragment``. Round-tripping through the fhir.resources
 models would turn it into ``1.5`` (libraries.md 1.3), so resources are handled as plain dicts.
@@ -12,6 +17,12 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+
+#: deepest nesting accepted; real FHIR resources (even Bundles of Questionnaires) stay far below
+MAX_DEPTH = 100
+#: longest number accepted (digits, sign, point and exponent included)
+MAX_NUMBER_DIGITS = 4300
+_INT64 = range(-(2**63), 2**63)
 
 
 class JsonError(ValueError):
@@ -35,12 +46,46 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+def _too_long(text: str) -> None:
+    if len(text) > MAX_NUMBER_DIGITS:
+        raise JsonError(f"invalid JSON: a number has more than {MAX_NUMBER_DIGITS} characters")
+
+
+def _parse_int(text: str) -> int | Decimal:
+    """An int when it fits 64 bits (orjson writes no more); larger ones stay exact as Decimal."""
+    _too_long(text)
+    value = int(text)
+    return value if value in _INT64 else Decimal(text)
+
+
+def _parse_float(text: str) -> Decimal:
+    _too_long(text)
+    return Decimal(text)
+
+
+def depth(value: Any) -> int:
+    """How deeply arrays and objects nest in ``value`` (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if not isinstance(node, dict | list):
+            continue
+        deepest = max(deepest, level)
+        if level > MAX_DEPTH:
+            break
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
+    return deepest
+
+
 def loads(data: bytes | str) -> Any:
-    """Parse JSON; decimals become ``Decimal``; NaN/Infinity and duplicate keys raise JsonError."""
+    """Parse JSON; decimals become ``Decimal``; NaN/Infinity, duplicate keys, numbers of more
+    than MAX_NUMBER_DIGITS characters and nesting beyond MAX_DEPTH raise JsonError."""
     try:
-        return json.loads(
+        value = json.loads(
             data,
-            parse_float=Decimal,
+            parse_float=_parse_float,
+            parse_int=_parse_int,
             parse_constant=_no_constants,
             object_pairs_hook=_unique_keys,
         )
@@ -51,7 +96,10 @@ def loads(data: bytes | str) -> Any:
     except UnicodeDecodeError:
         raise JsonError("invalid JSON: body is not UTF-8") from None
     except RecursionError:
-        raise JsonError("invalid JSON: nested too deeply") from None
+        raise JsonError(f"invalid JSON: nested more than {MAX_DEPTH} levels deep") from None
+    if depth(value) > MAX_DEPTH:
+        raise JsonError(f"invalid JSON: nested more than {MAX_DEPTH} levels deep")
+    return value
 
 
 def _default(value: Any) -> Any:

@@ -1,0 +1,42 @@
+"""jsonio refuses what would break the code after it, with a JsonError (a ValueError)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import orjson
+import pytest
+
+from fhir_bridge.fhir import jsonio
+
+
+def test_the_depth_limit_is_100_levels():
+    assert jsonio.MAX_DEPTH == 100
+    assert jsonio.depth(jsonio.loads("[" * 100 + "]" * 100)) == 100
+    with pytest.raises(jsonio.JsonError, match="nested more than 100"):
+        jsonio.loads('{"a":' * 101 + "1" + "}" * 101)
+
+
+@pytest.mark.parametrize("levels", [400, 999, 5000, 200_000])
+def test_deep_nesting_is_a_json_error_not_a_recursion_error(levels):
+    with pytest.raises(jsonio.JsonError):
+        jsonio.loads("[" * levels + "]" * levels)
+
+
+@pytest.mark.parametrize(
+    "number", ["9" * 4301, "-" + "9" * 5000, "1." + "5" * 5000, "1e" + "9" * 5000]
+)
+def test_numbers_longer_than_4300_characters_are_refused(number):
+    with pytest.raises(jsonio.JsonError, match="more than 4300"):
+        jsonio.loads('{"x": ' + number + "}")
+
+
+def test_integers_beyond_64_bits_stay_exact_and_can_be_written_back():
+    value = jsonio.loads('{"x": 123456789012345678901234567890, "y": 7, "z": -9223372036854775808}')
+    assert value == {"x": Decimal("123456789012345678901234567890"), "y": 7, "z": -(2**63)}
+    assert isinstance(value["y"], int)
+    assert (
+        jsonio.dumps(value)
+        == b'{"x":123456789012345678901234567890,"y":7,"z":-9223372036854775808}'
+    )
+    assert orjson.loads(jsonio.dumps(value))["y"] == 7
