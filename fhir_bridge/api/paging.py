@@ -13,13 +13,22 @@ DEFAULT_PAGE, MAX_PAGE = 50, 500
 MAX_ROW = 2**63 - 1
 
 
+def whole_number(raw: str, max_digits: int = 18) -> int | None:
+    """``raw`` as a whole number when it is 1..max_digits ASCII digits, else None (``int()``
+    takes Unicode digits such as '²' and refuses more than 4,300 digits: both were 500s)."""
+    if raw.isascii() and raw.isdigit() and len(raw) <= max_digits:
+        return int(raw)
+    return None
+
+
 def page_size(raw: str | None) -> int:
     """``_count``: 1..MAX_PAGE, default DEFAULT_PAGE; 400 otherwise."""
     if raw is None:
         return DEFAULT_PAGE
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+    count = whole_number(raw)
+    if count is None or not 1 <= count <= MAX_PAGE:
         raise FhirError(400, error("invalid", f"_count must be 1-{MAX_PAGE}", "_count"))
-    return int(raw)
+    return count
 
 
 def decode_cursor(raw: str | None) -> int | None:
@@ -28,9 +37,10 @@ def decode_cursor(raw: str | None) -> int | None:
         return None
     try:
         text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode("ascii")
-        if not (text.isdigit() and len(text) <= 19 and int(text) <= MAX_ROW):
+        row = whole_number(text, 19)
+        if row is None or row > MAX_ROW:
             raise ValueError("not a row id")
-        return int(text)
+        return row
     except (ValueError, UnicodeDecodeError):
         raise FhirError(
             400, error("invalid", "The paging cursor is not valid", "_cursor")

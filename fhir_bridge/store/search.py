@@ -149,6 +149,7 @@ def _date_match(
         "le": or_(lt, eq),
         "sa": low >= hi,
         "eb": high <= lo,
+        "ap": and_(low < hi, high > lo),  # [lo, hi) is already widened: overlapping it
     }[prefix]
 
 
@@ -163,6 +164,7 @@ def _instant_match(col: Any, prefix: str, lo: datetime, hi: datetime) -> ColumnE
         "le": col < hi,
         "sa": col >= hi,
         "eb": col < lo,
+        "ap": and_(col >= lo, col < hi),
     }[prefix]
 
 

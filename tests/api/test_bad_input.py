@@ -243,3 +243,54 @@ def test_no_hostile_body_gets_a_5xx(app, client, write, body, as_ehr):
     assert resp.status_code < 500, resp.get_data(as_text=True)[:500]
     if resp.status_code >= 400:
         assert all(i.get("expression") for i in resp.get_json()["issue"])
+
+
+#: (path, parameter) pairs of the search and paging parameters that read numbers or dates
+SEARCH_PARAMETERS = [
+    ("/fhir/Patient", "_count"),
+    ("/fhir/Patient", "birthdate"),
+    ("/fhir/Patient", "_lastUpdated"),
+    ("/fhir/Patient", "_id"),
+    ("/fhir/Patient", "gender"),
+    ("/fhir/Observation", "date"),
+    ("/fhir/Observation", "subject"),
+    ("/fhir/Patient/pat-1/_history", "_count"),
+    ("/fhir/Patient/pat-1/_history", "_since"),
+    ("/api/v1/sessions", "_count"),
+    ("/api/v1/sessions", "since"),
+    ("/api/v1/referrals", "_count"),
+    ("/api/v1/referrals", "requester"),
+    ("/api/v1/deliveries", "_count"),
+]
+HOSTILE_VALUES = st.sampled_from(
+    [
+        BIG,
+        "9" * 30,
+        "²",
+        "\u0661\u0662",  # Arabic-Indic digits: str.isdigit() says yes, the database says no
+        "ap" + BIG,
+        "ap0001",
+        "ap9999-12-31",
+        "ge" + "9" * 30 + "-01-01",
+        "-1",
+        "1e999",
+    ]
+)
+
+
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(target=st.sampled_from(SEARCH_PARAMETERS), value=HOSTILE_VALUES)
+def test_no_hostile_search_value_gets_a_5xx(client, target, value):
+    path, name = target
+    resp = client.get(path, query_string={name: value})
+    assert resp.status_code < 500, resp.get_data(as_text=True)[:500]
+    if resp.status_code >= 400:
+        assert all(i.get("expression") for i in resp.get_json()["issue"])
+
+
+@pytest.mark.parametrize("version", ["9" * 5000, "9" * 19, "²", "\u0661"])
+def test_a_hostile_version_id_is_a_404(client, version):
+    resp = client.get(f"/fhir/Patient/pat-1/_history/{version}")
+    assert resp.status_code == 404
