@@ -168,6 +168,30 @@ def test_patient_gender_alone_and_with_name(client, people):
     assert ids(get(client, "/fhir/Patient?gender=other")) == []
 
 
+def test_reindex_gives_patients_stored_before_the_gender_parameter_their_rows(
+    client, runtime, people, database_url
+):
+    from click.testing import CliRunner
+    from sqlalchemy import delete
+
+    from fhir_bridge.cli import main
+    from fhir_bridge.store.db import write_session
+    from fhir_bridge.store.models import SearchToken
+
+    with write_session(runtime.sessions) as session:  # as stored by the previous release
+        session.execute(delete(SearchToken).where(SearchToken.param == "gender"))
+    assert ids(get(client, "/fhir/Patient?gender=female")) == []
+    env = {"FHIR_BRIDGE_DATABASE_URL": database_url, "FHIR_BRIDGE_LOG_JSON": "false"}
+    result = CliRunner().invoke(main, ["db", "reindex", "Patient"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "2 versions reindexed (Patient)" in result.output
+    assert ids(get(client, "/fhir/Patient?gender=female")) == ["pat-f"]
+    assert ids(get(client, "/fhir/Patient?name=rivera&birthdate=1980-05-05")) == ["pat-f"]
+    bad = CliRunner().invoke(main, ["db", "reindex", "Nonsense"], env=env)
+    assert bad.exit_code != 0
+    assert "not searchable: Nonsense" in bad.output
+
+
 def test_ap_finds_dates_within_a_tenth_of_their_distance_from_now(client, people):
     # 1980 is ~46 years ago: ap1982 reaches ~4.6 years either side; 2020 is ~7 years ago
     assert ids(get(client, "/fhir/Patient?birthdate=ap1982-01-01")) == ["pat-f"]
