@@ -3,7 +3,8 @@
 Bad input is a JsonError (a ValueError), never another exception: numbers longer than
 MAX_NUMBER_DIGITS (Python refuses ``int()`` on more than 4,300 digits, CVE-2020-10735) and
 nesting deeper than MAX_DEPTH (validation walks recursively; orjson refuses to write more than
-254 levels) are refused here, so every caller answers 400 instead of a 500.
+254 levels) and unpaired surrogate escapes (``"\\ud800"``: no UTF-8 writer can carry them) are
+refused here, so every caller answers 400 instead of a 500.
 
 ``json.loads`` with ``parse_float=Decimal`` keeps ``1.50`` as ``Decimal("1.50")``; ``orjson``
 writes it back verbatim through ``orjson.Fragment``. Round-tripping through the fhir.resources
@@ -13,6 +14,7 @@ models would turn it into ``1.5`` (libraries.md 1.3), so resources are handled a
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -23,6 +25,9 @@ MAX_DEPTH = 100
 #: longest number accepted (digits, sign, point and exponent included)
 MAX_NUMBER_DIGITS = 4300
 _INT64 = range(-(2**63), 2**63)
+#: a \uD800-\uDFFF escape somewhere in the text: only then are strings checked for one unpaired
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 class JsonError(ValueError):
@@ -78,6 +83,24 @@ def depth(value: Any) -> int:
     return deepest
 
 
+def _unpaired_surrogate(value: Any) -> bool:
+    """Does any string (or key) in ``value`` hold a lone UTF-16 surrogate?"""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
+
+
 def loads(data: bytes | str) -> Any:
     """Parse JSON; decimals become ``Decimal``; NaN/Infinity, duplicate keys, numbers of more
     than MAX_NUMBER_DIGITS characters and nesting beyond MAX_DEPTH raise JsonError."""
@@ -99,6 +122,10 @@ def loads(data: bytes | str) -> Any:
         raise JsonError(f"invalid JSON: nested more than {MAX_DEPTH} levels deep") from None
     if depth(value) > MAX_DEPTH:
         raise JsonError(f"invalid JSON: nested more than {MAX_DEPTH} levels deep")
+    pattern = _SURROGATE_ESCAPE if isinstance(data, str) else _SURROGATE_ESCAPE_BYTES
+    if pattern.search(data) and _unpaired_surrogate(value):  # type: ignore[arg-type]
+        # RFC 8259 8.2 / RFC 7493 2.1: no UTF-8 text, database or JSON writer can carry one
+        raise JsonError("invalid JSON: a string holds an unpaired UTF-16 surrogate escape")
     return value
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from tests.support.tokens import bearer
 
 FHIR_JSON = "application/fhir+json"
+SAMPLES = Path(__file__).resolve().parents[2] / "sample_bundles" / "sessions"
 EHR_ORG = "Organization/org-ehr"
 MAX_DEPTH = 100  # fhir_bridge.fhir.jsonio.MAX_DEPTH (tests/unit/test_jsonio.py pins it)
 BIG = "9" * 5000  # Python's int() refuses more than 4,300 digits
@@ -62,6 +64,7 @@ def hostile_bodies() -> dict[str, str]:
         "nested 400 arrays": "[" * 400 + "]" * 400,
         "nested 100000 arrays": "[" * 100_000 + "]" * 100_000,
         "nested 1 past the limit": nested(MAX_DEPTH + 1),
+        "unpaired surrogate": resource("ServiceRequest", r'"note \ud800"'),
     }
 
 
@@ -132,6 +135,16 @@ def test_an_external_clients_hostile_bundle_is_a_400_and_audited(app, client, na
     assert_outcome_with_expression(resp, 400)
     events = client.get("/fhir/AuditEvent?_count=100").get_json().get("entry", [])
     assert len(events) == 1
+
+
+def test_a_session_note_with_an_unpaired_surrogate_is_a_400_not_a_mapping_failure(client):
+    """It passed the record schema and then failed FHIR validation of the Procedure (a 500)."""
+    record = json.loads((SAMPLES / "whiplash-neck-pain.json").read_text())
+    record["notes"]["subjective"] = "SURROGATE"
+    data = json.dumps(record).replace("SURROGATE", "pain \\ud83d worse")
+    resp = client.post("/api/v1/sessions", data=data, content_type="application/json")
+    outcome = assert_outcome_with_expression(resp, 400)
+    assert "surrogate" in outcome["issue"][0]["diagnostics"]
 
 
 def test_a_20_digit_integer_is_kept_exactly_or_refused_never_a_500(client):

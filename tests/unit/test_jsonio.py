@@ -40,3 +40,18 @@ def test_integers_beyond_64_bits_stay_exact_and_can_be_written_back():
         == b'{"x":123456789012345678901234567890,"y":7,"z":-9223372036854775808}'
     )
     assert orjson.loads(jsonio.dumps(value))["y"] == 7
+
+
+@pytest.mark.parametrize(
+    "text",
+    [r'"a\ud800b"', r'{"k": ["x", "\udfff"]}', r'{"\ud83d": 1}', r'"\ude00\ud83d"'],
+)
+def test_unpaired_surrogate_escapes_are_refused(text):
+    for data in (text, text.encode()):
+        with pytest.raises(jsonio.JsonError, match="surrogate"):
+            jsonio.loads(data)
+
+
+def test_paired_surrogates_and_escaped_backslashes_are_fine():
+    assert jsonio.loads(rb'["\ud83d\ude00"]') == ["\U0001f600"]
+    assert jsonio.loads(rb'"\\ud800"') == "\\ud800"
