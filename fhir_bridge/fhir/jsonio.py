@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 from decimal import Decimal
+from itertools import accumulate
 from typing import Any
 
 import orjson
@@ -26,8 +27,7 @@ MAX_DEPTH = 100
 MAX_NUMBER_DIGITS = 4300
 _INT64 = range(-(2**63), 2**63)
 #: a \uD800-\uDFFF escape somewhere in the text: only then are strings checked for one unpaired
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-_SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 class JsonError(ValueError):
@@ -68,19 +68,37 @@ def _parse_float(text: str) -> Decimal:
     return Decimal(text)
 
 
-def depth(value: Any) -> int:
-    """How deeply arrays and objects nest in ``value`` (a scalar is 0), without recursion."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        node, level = stack.pop()
-        if not isinstance(node, dict | list):
-            continue
-        deepest = max(deepest, level)
-        if level > MAX_DEPTH:
-            break
-        children = node.values() if isinstance(node, dict) else node
-        stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
-    return deepest
+#: only quotes and brackets are kept to measure nesting; 19 digits in a row are looked for
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_RUN_OF_19_DIGITS = b"0" * 19
+_QUOTED = re.compile(rb'"[^"]*"')
+_STEP = [0] * 256
+_STEP[ord("[")] = _STEP[ord("{")] = 1
+_STEP[ord("]")] = _STEP[ord("}")] = -1
+
+
+def depth(raw: bytes) -> int:
+    """How deeply arrays and objects nest in the JSON text ``raw`` (brackets inside strings do
+    not count), measured before parsing so nothing recursive ever sees a deeper document.
+
+    Escaped backslashes and quotes go first, so every quote left opens or closes a string;
+    then only quotes and brackets are kept, the strings dropped, and the running bracket
+    count's maximum taken, all at C speed.
+    """
+    if b"\\" in raw:
+        raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    # two adjacent quotes enclose nothing: dropping them changes no other quote's role
+    structure = raw.translate(None, _NOT_STRUCTURE).replace(b'""', b"")
+    if b'"' in structure:  # strings holding brackets: rare, and short by now
+        structure = _QUOTED.sub(b"", structure)
+    return max(accumulate(map(_STEP.__getitem__, structure)), default=0)
+
+
+def _has_long_digit_run(raw: bytes) -> bool:
+    """19 digits in a row somewhere (in a number or a string): maybe an integer beyond 64 bits
+    or a number past MAX_NUMBER_DIGITS, so numbers take the checked (slower) path."""
+    return _RUN_OF_19_DIGITS in raw.translate(_DIGITS_AS_ZERO)
 
 
 def _unpaired_surrogate(value: Any) -> bool:
@@ -103,12 +121,17 @@ def _unpaired_surrogate(value: Any) -> bool:
 
 def loads(data: bytes | str) -> Any:
     """Parse JSON; decimals become ``Decimal``; NaN/Infinity, duplicate keys, numbers of more
-    than MAX_NUMBER_DIGITS characters and nesting beyond MAX_DEPTH raise JsonError."""
+    than MAX_NUMBER_DIGITS characters, nesting beyond MAX_DEPTH and unpaired surrogate escapes
+    raise JsonError. Integers beyond 64 bits become exact ``Decimal``."""
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if depth(raw) > MAX_DEPTH:
+        raise JsonError(f"invalid JSON: nested more than {MAX_DEPTH} levels deep")
+    long_numbers = _has_long_digit_run(raw)  # else json's own int() and Decimal are exact
     try:
         value = json.loads(
             data,
-            parse_float=_parse_float,
-            parse_int=_parse_int,
+            parse_float=_parse_float if long_numbers else Decimal,
+            parse_int=_parse_int if long_numbers else None,
             parse_constant=_no_constants,
             object_pairs_hook=_unique_keys,
         )
@@ -118,12 +141,9 @@ def loads(data: bytes | str) -> Any:
         ) from None
     except UnicodeDecodeError:
         raise JsonError("invalid JSON: body is not UTF-8") from None
-    except RecursionError:
+    except RecursionError:  # not reached past the depth check; kept as a last guard
         raise JsonError(f"invalid JSON: nested more than {MAX_DEPTH} levels deep") from None
-    if depth(value) > MAX_DEPTH:
-        raise JsonError(f"invalid JSON: nested more than {MAX_DEPTH} levels deep")
-    pattern = _SURROGATE_ESCAPE if isinstance(data, str) else _SURROGATE_ESCAPE_BYTES
-    if pattern.search(data) and _unpaired_surrogate(value):  # type: ignore[arg-type]
+    if _SURROGATE_ESCAPE.search(raw) and _unpaired_surrogate(value):
         # RFC 8259 8.2 / RFC 7493 2.1: no UTF-8 text, database or JSON writer can carry one
         raise JsonError("invalid JSON: a string holds an unpaired UTF-16 surrogate escape")
     return value

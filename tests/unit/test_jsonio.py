@@ -12,7 +12,8 @@ from fhir_bridge.fhir import jsonio
 
 def test_the_depth_limit_is_100_levels():
     assert jsonio.MAX_DEPTH == 100
-    assert jsonio.depth(jsonio.loads("[" * 100 + "]" * 100)) == 100
+    assert jsonio.depth(b"[" * 100 + b"]" * 100) == 100
+    assert jsonio.loads("[" * 100 + "]" * 100)
     with pytest.raises(jsonio.JsonError, match="nested more than 100"):
         jsonio.loads('{"a":' * 101 + "1" + "}" * 101)
 
@@ -29,6 +30,12 @@ def test_deep_nesting_is_a_json_error_not_a_recursion_error(levels):
 def test_numbers_longer_than_4300_characters_are_refused(number):
     with pytest.raises(jsonio.JsonError, match="more than 4300"):
         jsonio.loads('{"x": ' + number + "}")
+
+
+def test_brackets_inside_strings_do_not_count():
+    text = b'{"a": "[[[[{{{{\\"[[[[", "b": [{"c": "]]]]"}]}'
+    assert jsonio.depth(text) == 3
+    assert jsonio.loads("[" + '"' + "[" * 500 + '"' + "]") == ["[" * 500]
 
 
 def test_integers_beyond_64_bits_stay_exact_and_can_be_written_back():
