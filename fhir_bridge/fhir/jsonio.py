@@ -124,6 +124,8 @@ def loads(data: bytes | str) -> Any:
     than MAX_NUMBER_DIGITS characters, nesting beyond MAX_DEPTH and unpaired surrogate escapes
     raise JsonError. Integers beyond 64 bits become exact ``Decimal``."""
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if isinstance(data, bytes) and json.detect_encoding(data) not in ("utf-8", "utf-8-sig"):
+        raise JsonError("invalid JSON: body is not UTF-8")  # RFC 8259 8.1; json takes UTF-16
     if depth(raw) > MAX_DEPTH:
         raise JsonError(f"invalid JSON: nested more than {MAX_DEPTH} levels deep")
     long_numbers = _has_long_digit_run(raw)  # else json's own int() and Decimal are exact
@@ -139,8 +141,14 @@ def loads(data: bytes | str) -> Any:
         raise JsonError(
             f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})", exc.pos
         ) from None
+    except JsonError:
+        raise
     except UnicodeDecodeError:
         raise JsonError("invalid JSON: body is not UTF-8") from None
+    except ValueError:  # int() past its digit limit: not reached past the digit-run check
+        raise JsonError(
+            f"invalid JSON: a number has more than {MAX_NUMBER_DIGITS} characters"
+        ) from None
     except RecursionError:  # not reached past the depth check; kept as a last guard
         raise JsonError(f"invalid JSON: nested more than {MAX_DEPTH} levels deep") from None
     if _SURROGATE_ESCAPE.search(raw) and _unpaired_surrogate(value):

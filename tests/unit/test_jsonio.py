@@ -62,3 +62,14 @@ def test_unpaired_surrogate_escapes_are_refused(text):
 def test_paired_surrogates_and_escaped_backslashes_are_fine():
     assert jsonio.loads(rb'["\ud83d\ude00"]') == ["\U0001f600"]
     assert jsonio.loads(rb'"\\ud800"') == "\\ud800"
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])
+def test_json_in_another_unicode_encoding_is_refused(encoding):
+    """json.loads would take it, and the C-speed scans read UTF-8 bytes."""
+    with pytest.raises(jsonio.JsonError, match="not UTF-8"):
+        jsonio.loads(('{"x": ' + "9" * 5000 + "}").encode(encoding))
+
+
+def test_a_utf8_byte_order_mark_is_tolerated():
+    assert jsonio.loads(b'\xef\xbb\xbf{"a": 1}') == {"a": 1}
