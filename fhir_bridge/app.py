@@ -81,11 +81,19 @@ def _refuse_nul_in_url() -> None:
         raise FhirError(400, error("invalid", "The request URL contains a NUL character", "url"))
 
 
+#: where RFC 9110 renamed a phrase Python 3.11 still spells the RFC 7231 way
+_RFC9110_PHRASES = {
+    413: "Content Too Large",
+    416: "Range Not Satisfiable",
+    422: "Unprocessable Content",
+}
+
+
 def reason_phrase(code: int) -> str:
     """The status line's ``code phrase`` as RFC 9110 15 writes it (``401 Unauthorized``):
     Werkzeug sends upper case (``401 UNAUTHORIZED``), which some OAuth clients reject."""
     try:
-        return f"{code} {HTTPStatus(code).phrase}"
+        return f"{code} {_RFC9110_PHRASES.get(code) or HTTPStatus(code).phrase}"
     except ValueError:
         return str(code)
 

@@ -15,6 +15,7 @@ from werkzeug.test import EnvironBuilder
 from fhir_bridge.services.authorization import JWT_BEARER
 from fhir_bridge.services.clients import add_client
 from tests.support.jwks import ClientKey
+from tests.support.tokens import bearer
 
 TOKEN_URL = "http://bridge.test/auth/token"
 NO_AUTH = {"Authorization": None}
@@ -101,6 +102,9 @@ def test_every_401_says_unauthorized_on_the_status_line(app, payer, rsa_key):
     # the others in RFC 9110 case too
     assert wsgi_status_line(app, path="/fhir/metadata") == "200 OK"
     assert wsgi_status_line(app, path="/nowhere") == "404 Not Found"
+    big = {"data": b"x" * (6 << 20), "content_type": "application/fhir+json", "method": "POST"}
+    admin = bearer(app)
+    assert wsgi_status_line(app, path="/fhir", headers=admin, **big) == "413 Content Too Large"
 
 
 @pytest.mark.parametrize(
