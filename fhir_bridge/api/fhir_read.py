@@ -188,6 +188,16 @@ def search_post(resource_type: str) -> Response:
             ),
         )
     params = list(request.args.items(multi=True)) + list(request.form.items(multi=True))
+    for key, value in params:  # the URL's are refused in app.py; PostgreSQL cannot hold a NUL
+        if "\x00" in key or "\x00" in value:
+            raise FhirError(
+                400,
+                error(
+                    "invalid",
+                    "A search parameter contains a NUL character",
+                    key.replace("\x00", "") or "body",
+                ),
+            )
     return _search(resource_type, params)
 
 
