@@ -231,7 +231,7 @@ def test_no_cursor_gets_a_5xx(client, target, raw):
 @st.composite
 def hostile_json(draw: st.DrawFn) -> str:
     """A body with a huge number or deep nesting somewhere inside a plausible resource."""
-    kind = draw(st.sampled_from(["digits", "nesting", "both"]))
+    kind = draw(st.sampled_from(["digits", "nesting", "both", "nul"]))
     digits = draw(st.integers(19, 6000))
     number = draw(st.sampled_from(["", "-"])) + "7" * digits
     number += draw(st.sampled_from(["", ".25", "e5", "E-3"]))
@@ -240,6 +240,8 @@ def hostile_json(draw: st.DrawFn) -> str:
     closer = "]" if opener == "[" else "}"
     inner = number if kind != "nesting" else "1"
     value = opener * levels + inner + closer * levels if kind != "digits" else inner
+    if kind == "nul":  # PostgreSQL text cannot hold one
+        value = draw(st.sampled_from([r'"a\u0000b"', r'{"text": "\u0000"}', r'["\u0000"]']))
     rtype = draw(st.sampled_from(["Bundle", "ServiceRequest", "Task", "Parameters"]))
     field = draw(st.sampled_from(["x", "quantityInteger", "entry", "input", "parameter"]))
     return f'{{"resourceType":"{rtype}","type":"transaction","{field}":{value}}}'
