@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from http import HTTPStatus
 from pathlib import Path
 
 from flask import Flask, Response, g, request
@@ -26,6 +27,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         configure_logging(settings.log_level, json=settings.log_json)
     app = Flask(__name__, static_folder=None)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, TESTING=settings.testing)
+    from fhir_bridge.api import http
+
+    http.install(app)  # bad JSON is a ValueError everywhere; large bodies wait for the view
     app.json.sort_keys = False  # type: ignore[attr-defined]
     rt = runtime or build_runtime(settings)
     app.extensions["fhir_bridge"] = rt
@@ -79,6 +83,23 @@ def _refuse_nul_in_url() -> None:
         raise FhirError(400, error("invalid", "The request URL contains a NUL character", "url"))
 
 
+#: where RFC 9110 renamed a phrase Python 3.11 still spells the RFC 7231 way
+_RFC9110_PHRASES = {
+    413: "Content Too Large",
+    416: "Range Not Satisfiable",
+    422: "Unprocessable Content",
+}
+
+
+def reason_phrase(code: int) -> str:
+    """The status line's ``code phrase`` as RFC 9110 15 writes it (``401 Unauthorized``):
+    Werkzeug sends upper case (``401 UNAUTHORIZED``), which some OAuth clients reject."""
+    try:
+        return f"{code} {_RFC9110_PHRASES.get(code) or HTTPStatus(code).phrase}"
+    except ValueError:
+        return str(code)
+
+
 def _register_request_ids(app: Flask) -> None:
     @app.before_request
     def _start() -> None:
@@ -89,6 +110,7 @@ def _register_request_ids(app: Flask) -> None:
 
     @app.after_request
     def _finish(response: Response) -> Response:
+        response.status = reason_phrase(response.status_code)
         response.headers["X-Request-ID"] = g.get("request_id", "")
         # The route pattern, never the concrete path or query: those can carry PHI.
         rule = request.url_rule.rule if request.url_rule else "<unmatched>"

@@ -59,6 +59,25 @@ def db_upgrade(revision: str) -> None:
     rt.dispose()
 
 
+@db.command("reindex")
+@click.argument("resource_types", nargs=-1)
+def db_reindex(resource_types: tuple[str, ...]) -> None:
+    """Rebuild the search index of RESOURCE_TYPES (default: every searchable type), e.g. after
+    an upgrade adds a search parameter (Patient gender)."""
+    from fhir_bridge.fhir.search_params import SEARCHABLE_TYPES
+    from fhir_bridge.store.reindex import count_versions, reindex
+
+    unknown = sorted(set(resource_types) - set(SEARCHABLE_TYPES))
+    if unknown:
+        raise click.BadParameter(f"not searchable: {', '.join(unknown)}", param_hint="TYPES")
+    types = resource_types or SEARCHABLE_TYPES
+    rt = _runtime()
+    with click.progressbar(length=count_versions(rt.sessions, types), label="reindexing") as bar:
+        done = reindex(rt.sessions, types, progress=bar.update)
+    click.echo(f"{done} versions reindexed ({', '.join(types)})")
+    rt.dispose()
+
+
 @main.group()
 def mappings() -> None:
     """Code mapping tables (mappings/)."""

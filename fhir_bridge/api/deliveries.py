@@ -12,7 +12,13 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from fhir_bridge.api.http import runtime
-from fhir_bridge.api.paging import decode_cursor, next_link, page_size, refuse_unknown
+from fhir_bridge.api.paging import (
+    decode_cursor,
+    next_link,
+    page_size,
+    refuse_unknown,
+    whole_number,
+)
 from fhir_bridge.api.security import current_principal
 from fhir_bridge.fhir.outcome import FhirError, error
 from fhir_bridge.services import deliveries as service
@@ -29,9 +35,10 @@ def _not_found() -> FhirError:
 
 
 def _pk(delivery_id: str) -> int:
-    if not delivery_id.isdigit():
+    pk = whole_number(delivery_id)
+    if pk is None:
         raise _not_found()
-    return int(delivery_id)
+    return pk
 
 
 @deliveries_api.get("/deliveries")

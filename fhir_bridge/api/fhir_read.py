@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, request
 
 from fhir_bridge.api.disclosure import disclose, disclose_patients
 from fhir_bridge.api.http import fhir_response, http_date, negotiate, runtime
+from fhir_bridge.api.paging import decode_cursor, next_link, refuse_unknown, whole_number
 from fhir_bridge.api.security import current_scope
 from fhir_bridge.fhir import jsonio
 from fhir_bridge.fhir.bundles import history_bundle, searchset
 from fhir_bridge.fhir.capability import capability_statement
-from fhir_bridge.fhir.dates import to_instant
+from fhir_bridge.fhir.dates import parse_fhir_datetime_range, to_instant
 from fhir_bridge.fhir.outcome import FhirError, error, operation_outcome
 from fhir_bridge.fhir.search_params import SEARCH_PARAMS
-from fhir_bridge.fhir.search_query import SearchQuery, parse_search
+from fhir_bridge.fhir.search_query import MAX_COUNT, SearchQuery, parse_search
+from fhir_bridge.fhir.summary import summary_elements
 from fhir_bridge.fhir.transaction import DIRECT_WRITE_TYPES
 from fhir_bridge.services import resources
+from fhir_bridge.services.history import instance_history
+from fhir_bridge.services.reference_ids import resolve_bare_ids
 from fhir_bridge.services.resources import SearchPage, StoredResource, named_patients
 
 fhir_read = Blueprint("fhir_read", __name__, url_prefix="/fhir")
@@ -41,9 +46,10 @@ def _known_type(resource_type: str) -> None:
 
 
 def _version_number(vid: str) -> int:
-    if not vid.isdigit():
-        raise FhirError(404, error("not-found", f"Version {vid} is not known"))
-    return int(vid)
+    number = whole_number(vid)
+    if number is None:
+        raise FhirError(404, error("not-found", f"Version {vid[:20]} is not known"))
+    return number
 
 
 def _resource_response(stored: StoredResource, status: int = 200) -> Response:
@@ -118,18 +124,51 @@ def vread(resource_type: str, resource_id: str, vid: str) -> Response:
     return _resource_response(stored)
 
 
+HISTORY_PARAMS = {"_since", "_count", "_cursor", *TRANSPORT_PARAMS}
+
+
+def _history_args() -> tuple[datetime | None, int | None, int | None]:
+    """``_since`` (an instant: versions changed at or after it), ``_count`` (page size) and the
+    ``_cursor`` of a next link; 400 naming the parameter when one is not valid."""
+    refuse_unknown(request.args, HISTORY_PARAMS)
+    since = None
+    if (raw := request.args.get("_since")) is not None:
+        try:
+            since = parse_fhir_datetime_range(raw)[0]
+        except ValueError:
+            raise FhirError(
+                400, error("invalid", f"_since={raw!r} is not a FHIR instant", "_since")
+            ) from None
+    count = None
+    if (raw := request.args.get("_count")) is not None:
+        count = whole_number(raw)
+        if count is None or not 1 <= count <= MAX_COUNT:
+            raise FhirError(400, error("invalid", f"_count must be 1-{MAX_COUNT}", "_count"))
+    return since, count, decode_cursor(request.args.get("_cursor"))
+
+
 @fhir_read.get("/<resource_type>/<resource_id>/_history")
 def history(resource_type: str, resource_id: str) -> Response:
-    """Every version of a resource, newest first."""
+    """The versions of a resource, newest first: ``_since``, ``_count``, paged with ``next``."""
     _known_type(resource_type)
+    since, count, below = _history_args()
     rt = runtime()
-    versions = resources.history(rt, resource_type, resource_id, current_scope())
-    disclose(versions[:1])  # every version is of the same resource, in the same compartment
+    page = instance_history(
+        rt, resource_type, resource_id, current_scope(), since=since, below=below, count=count
+    )
+    disclose(page.versions[:1])  # every version is of the same resource, in the same compartment
+    path = f"{rt.settings.fhir_base_url}/{resource_type}/{resource_id}/_history"
+    kept = [(k, v) for k, v in request.args.items(multi=True) if k not in TRANSPORT_PARAMS]
+    query = urlencode(kept)
     body = history_bundle(
         base_url=rt.settings.fhir_base_url,
-        self_link=f"{rt.settings.fhir_base_url}/{resource_type}/{resource_id}/_history",
-        versions=versions,
+        self_link=path + (f"?{query}" if query else ""),
+        versions=page.versions,
         last_modified=lambda v: to_instant(v.last_updated),
+        total=page.total,
+        next_link=(
+            next_link(path, dict(kept), page.next_below) if page.next_below is not None else None
+        ),
     )
     return fhir_response(body)
 
@@ -151,6 +190,16 @@ def search_post(resource_type: str) -> Response:
             ),
         )
     params = list(request.args.items(multi=True)) + list(request.form.items(multi=True))
+    for key, value in params:  # the URL's are refused in app.py; PostgreSQL cannot hold a NUL
+        if "\x00" in key or "\x00" in value:
+            raise FhirError(
+                400,
+                error(
+                    "invalid",
+                    "A search parameter contains a NUL character",
+                    key.replace("\x00", "") or "body",
+                ),
+            )
     return _search(resource_type, params)
 
 
@@ -176,6 +225,7 @@ def _search(resource_type: str, params: list[tuple[str, str]]) -> Response:
     _known_type(resource_type)
     rt = runtime()
     query = parse_search(resource_type, params, lenient=_lenient())
+    query = resolve_bare_ids(rt, query, current_scope())
     page = resources.search(rt, query, current_scope())
     _disclosed(query, page)
     base = rt.settings.fhir_base_url
@@ -195,7 +245,8 @@ def _search(resource_type: str, params: list[tuple[str, str]]) -> Response:
         next_link=link(page.next_cursor) if page.next_cursor else None,
         previous_link=link(page.previous_cursor) if page.previous_cursor else None,
         issues=query.issues,
-        elements=query.elements,
+        elements=query.elements
+        or (summary_elements(resource_type) if query.summary == "true" else None),
         parse=jsonio.loads,
     )
     return fhir_response(body)

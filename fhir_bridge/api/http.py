@@ -6,7 +6,9 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
-from flask import Response, current_app, request
+from flask import Flask, Request, Response, current_app, request
+from flask.json.provider import DefaultJSONProvider
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from fhir_bridge.fhir import jsonio
 from fhir_bridge.fhir.outcome import FhirError, error
@@ -15,6 +17,46 @@ from fhir_bridge.services.runtime import Runtime
 FHIR_JSON = "application/fhir+json"
 JSON_FORMATS = {"json", "application/json", "application/fhir+json", "application/json+fhir"}
 XML_FORMATS = {"xml", "application/xml", "application/fhir+xml", "text/xml", "application/xml+fhir"}
+
+
+class FhirJsonProvider(DefaultJSONProvider):
+    """Flask's JSON with the bridge's parser: ``request.get_json`` never raises anything but
+    a ValueError (too deep, too long a number, duplicate keys), so ``silent=True`` holds."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        """Parse with jsonio (exact decimals, bounded depth and number length)."""
+        return jsonio.loads(s)
+
+
+class FhirRequest(Request):
+    """A request whose silent JSON peek (the security layer's) never fails on a large body:
+    the body is then left for the view, which answers 413 (and the request is still audited)."""
+
+    def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
+        """As Flask's, but ``silent`` also covers a body over MAX_CONTENT_LENGTH."""
+        limit = self.max_content_length
+        if silent and limit is not None and (self.content_length or 0) > limit:
+            return None
+        try:
+            return super().get_json(force=force, silent=silent, cache=cache)
+        except RequestEntityTooLarge:
+            if silent:
+                return None
+            raise
+
+
+def install(app: Flask) -> None:
+    """Use the bridge's request class and JSON parser on ``app``."""
+    app.request_class = FhirRequest
+    app.json = FhirJsonProvider(app)
+
+
+def parse_json_body(body: bytes, expression: str) -> Any:
+    """A request body as JSON (jsonio rules); FhirError 400 naming ``expression`` when not."""
+    try:
+        return jsonio.loads(body)
+    except jsonio.JsonError as exc:
+        raise FhirError(400, error("structure", str(exc), expression)) from None
 
 
 def runtime() -> Runtime:

@@ -9,6 +9,7 @@ from flask import Blueprint, Response, current_app, request
 
 from fhir_bridge.api.disclosure import disclose, mark_operation
 from fhir_bridge.api.http import fhir_response, negotiate, runtime
+from fhir_bridge.api.paging import whole_number
 from fhir_bridge.api.security import current_principal, current_scope
 from fhir_bridge.fhir import jsonio
 from fhir_bridge.fhir.bundles import searchset
@@ -43,12 +44,12 @@ def _date(name: str, *, upper: bool = False):
 
 
 def _count() -> int:
-    raw = request.args.get("_count", str(DEFAULT_COUNT))
-    if not raw.isdigit() or int(raw) < 1:
+    count = whole_number(request.args.get("_count", str(DEFAULT_COUNT)))
+    if count is None or count < 1:
         raise FhirError(
             400, error("invalid", "_count must be a whole number of 1 or more", "_count")
         )
-    return min(int(raw), MAX_COUNT)
+    return min(count, MAX_COUNT)
 
 
 def _types() -> list[str]:

@@ -18,7 +18,7 @@ def _requester_filter(raw: str | None) -> dict[str, str]:
     """``requester``: a 10-digit NPI, or a reference such as ``Practitioner/123``."""
     if raw is None:
         return {}
-    if raw.isdigit():
+    if raw.isascii() and raw.isdigit():
         return {"requester_npi": raw}
     if raw.startswith(("Practitioner/", "PractitionerRole/")):
         return {"requester_reference": raw}

@@ -116,11 +116,15 @@ def _json(
 
 
 def _oauth_error(exc: authorization.OAuthError) -> Response:
+    headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+    challenge = authorization.oauth_challenge(exc)
+    if challenge:
+        headers["WWW-Authenticate"] = challenge
     return Response(
         authorization.oauth_error_body(exc),
         status=exc.status,
         mimetype="application/json",
-        headers={"Cache-Control": "no-store"},
+        headers=headers,
     )
 
 

@@ -238,7 +238,7 @@ def _parameters_body() -> list[Any]:
     try:
         body = jsonio.loads(request.get_data())
     except jsonio.JsonError as exc:
-        raise FhirError(400, error("structure", str(exc))) from None
+        raise FhirError(400, error("structure", str(exc), "Parameters")) from None
     if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
         raise FhirError(
             400, error("invalid", "The body must be a Parameters resource", "Parameters")

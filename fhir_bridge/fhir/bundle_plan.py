@@ -78,7 +78,7 @@ def conditional_query(
 def parse_if_match(header: str, expression: str = "If-Match") -> int:
     """``W/"3"`` (or ``"3"``, ``3``) -> 3; anything else is a 400."""
     tag = header.strip().removeprefix("W/").strip('"')
-    if not tag.isdigit():
+    if not (tag.isascii() and tag.isdigit() and len(tag) <= 18):  # int() takes '²', 5000 digits
         raise FhirError(
             400, error("invalid", 'If-Match must be a version ETag such as W/"3"', expression)
         )

@@ -89,9 +89,18 @@ def searchset(
 
 
 def history_bundle(
-    *, base_url: str, self_link: str, versions: Sequence[VersionLike], last_modified: Any
+    *,
+    base_url: str,
+    self_link: str,
+    versions: Sequence[VersionLike],
+    last_modified: Any,
+    total: int | None = None,
+    next_link: str | None = None,
 ) -> dict[str, Any]:
-    """A history Bundle, newest version first, each entry with request and response."""
+    """A history Bundle, newest version first, each entry with request and response.
+
+    ``total`` counts every version that matches (default: those given); ``next_link`` pages on.
+    """
     entries = []
     for v in versions:
         url = f"{v.resource_type}/{v.resource_id}"
@@ -108,10 +117,15 @@ def history_bundle(
             "lastModified": last_modified(v),
         }
         entries.append(entry)
-    return {
+    links = [{"relation": "self", "url": self_link}]
+    if next_link:
+        links.append({"relation": "next", "url": next_link})
+    bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "type": "history",
-        "total": len(entries),
-        "link": [{"relation": "self", "url": self_link}],
-        "entry": entries,
+        "total": len(entries) if total is None else total,
+        "link": links,
     }
+    if entries:
+        bundle["entry"] = entries
+    return bundle

@@ -21,7 +21,7 @@ COMMON_PARAMS = (
         "name": "_lastUpdated",
         "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated",
         "type": "date",
-        "documentation": "When the resource last changed (prefixes eq ne gt lt ge le sa eb)",
+        "documentation": "When the resource last changed (prefixes eq ne gt lt ge le sa eb ap)",
     },
 )
 
@@ -48,7 +48,10 @@ def _resource_entry(resource_type: str, extra_interactions: tuple[str, ...]) -> 
     interactions = (*READ_INTERACTIONS, *(WRITE_INTERACTIONS if writable else ()))
     return {
         "type": resource_type,
-        "interaction": [{"code": code} for code in (*interactions, *extra_interactions)],
+        "interaction": [
+            {"code": code, **({"documentation": _DOCS[code]} if code in _DOCS else {})}
+            for code in (*interactions, *extra_interactions)
+        ],
         "versioning": "versioned",
         "readHistory": True,
         **(
@@ -63,6 +66,28 @@ def _resource_entry(resource_type: str, extra_interactions: tuple[str, ...]) -> 
         **({"operation": list(_OPERATIONS[resource_type])} if resource_type in _OPERATIONS else {}),
     }
 
+
+_DOCS = {
+    "history-instance": (
+        "Newest version first; _since (an instant: versions changed at or after it) and "
+        "_count (page size, with a next link); Bundle.total counts every matching version."
+    ),
+}
+
+#: search behaviour every type shares (R4 search: 3.1.1.4.2 ap, 3.1.1.4.13 references,
+#: 3.1.1.5.7 _total, 3.1.1.5.8 _summary)
+SEARCH_DOC = (
+    "Search paging uses keyset cursors evaluated against a snapshot: entries written during "
+    "paging are never skipped or repeated. Unknown search parameters answer 400 unless "
+    "'Prefer: handling=lenient' is sent. _summary=true returns the elements the R4 base "
+    "definitions mark isSummary (tagged SUBSETTED); _summary=count|data|false and _elements "
+    "are supported, _summary=text is not. _total=accurate adds Bundle.total on every page, "
+    "_total=none (the default, as is estimate) omits it. Date parameters take eq ne gt lt ge "
+    "le sa eb and ap (approximately: the value widened by 10% of its distance from now). A "
+    "bare id on a reference parameter with several target types means Type/id for the one "
+    "type holding a resource with that id the caller may see; 400 when several types do "
+    "(give Type/id or use :Type); when none does it matches references to that id."
+)
 
 #: operations on resource types (ServiceRequest/$documentation is the bridge's own; README)
 _OPERATIONS: dict[str, tuple[dict[str, str], ...]] = {
@@ -166,11 +191,7 @@ def capability_statement(
         "rest": [
             {
                 "mode": "server",
-                "documentation": (
-                    "Search paging uses keyset cursors evaluated against a snapshot: entries "
-                    "written during paging are never skipped or repeated. Unknown search "
-                    "parameters answer 400 unless 'Prefer: handling=lenient' is sent."
-                ),
+                "documentation": SEARCH_DOC,
                 "security": _security(base_url),
                 "interaction": [
                     {"code": "transaction", "documentation": _BUNDLE_DOC},

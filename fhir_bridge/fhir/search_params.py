@@ -108,6 +108,8 @@ _TABLE: dict[str, tuple[_Row, ...]] = {
         _p("family", "string", "name.family", "individual-family", "A portion of the family name"),
         _p("given", "string", "name.given", "individual-given", "A portion of the given name"),
         _p("birthdate", "date", "birthDate", "individual-birthdate", "The date of birth"),
+        # US Core Patient: name + gender is a SHOULD combination (administrative-gender codes)
+        _p("gender", "token", "gender", "individual-gender", "male | female | other | unknown"),
     ),
     "Practitioner": (
         _identifier("Practitioner-identifier"),

@@ -4,7 +4,11 @@ Repeated parameters are AND-ed, comma-separated values OR-ed (``\\,`` is a liter
 Every problem found is reported in one FhirError(400); with ``lenient`` (Prefer:
 handling=lenient) unknown parameters and modifiers are dropped with a warning instead.
 Not supported, and refused as such: chained parameters, ``_has``, ``_include=*`` and
-``:iterate``, ``_summary=true|text``, the ``ap`` date prefix, token ``:of-type``/``:in``/...
+``:iterate``, ``_summary=text``, token ``:of-type``/``:in``/...
+
+A bare id on a reference parameter with several target types (``subject=123``) is kept with
+no type (``ReferenceValue.target_type`` None): the service resolves it against the store.
+``ap`` widens the date by 10% of its distance from now (R4 search 3.1.1.4.2, "ap").
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from fhir_bridge.fhir.dates import parse_fhir_datetime_range
 from fhir_bridge.fhir.outcome import FhirError, Issue, error, warning
@@ -38,10 +42,12 @@ MODIFIERS: dict[str, frozenset[str]] = {
     "string": frozenset({"missing", "exact", "contains"}),
     "special": frozenset(),
 }
-DATE_PREFIXES = frozenset({"eq", "ne", "gt", "lt", "ge", "le", "sa", "eb"})
-UNSUPPORTED_PREFIXES = frozenset({"ap"})
-SUMMARY_VALUES = frozenset({"count", "data", "false"})
-UNSUPPORTED_SUMMARY = frozenset({"true", "text"})
+DATE_PREFIXES = frozenset({"eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"})
+#: R4 search 3.1.1.4.2: "the recommended value for the approximation is 10% of the stated
+#: value (or for a date, 10% of the gap between now and the date)"
+APPROXIMATION = 0.1
+SUMMARY_VALUES = frozenset({"true", "count", "data", "false"})
+UNSUPPORTED_SUMMARY = frozenset({"text"})
 TOTAL_VALUES = frozenset({"none", "estimate", "accurate"})
 SORT_SPECIALS = ("_lastUpdated", "_id")
 
@@ -72,7 +78,8 @@ class ReferenceValue:
 
 @dataclass(frozen=True)
 class DateValue:
-    """A date criterion: prefix (eq ne gt lt ge le sa eb) and the range [low, high) in naive UTC."""
+    """A date criterion: prefix (eq ne gt lt ge le sa eb ap) and the range [low, high) in naive
+    UTC; for ``ap`` the range is already widened, and a target matches when it overlaps it."""
 
     prefix: str
     low: datetime
@@ -197,20 +204,40 @@ def parse_token(raw: str, *, text: bool = False) -> TokenValue:
     return TokenValue(system, code, True)
 
 
-def parse_date(raw: str) -> DateValue:
-    """``[prefix]date``: eq ne gt lt ge le sa eb, default eq; ``ap`` is not supported."""
+def utcnow() -> datetime:
+    """Now, naive UTC (the store's convention)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def parse_date(raw: str, now: datetime | None = None) -> DateValue:
+    """``[prefix]date``: eq ne gt lt ge le sa eb ap, default eq.
+
+    ``ap`` (approximately): the value's range widened on both sides by 10% of the gap between
+    ``now`` and the value (at least the value's own precision: ``ap2026`` is 2026 itself).
+    """
     prefix, rest = "eq", raw
     if raw[:2].isalpha():
         prefix, rest = raw[:2], raw[2:]
-        if prefix in UNSUPPORTED_PREFIXES:
-            raise _Invalid(f"The date prefix '{prefix}' is not supported", "not-supported")
         if prefix not in DATE_PREFIXES:
-            raise _Invalid(f"Unknown date prefix '{prefix}' (use one of eq ne gt lt ge le sa eb)")
+            raise _Invalid(
+                f"Unknown date prefix '{prefix}' (use one of eq ne gt lt ge le sa eb ap)"
+            )
     try:
         low, high = parse_fhir_datetime_range(rest)
     except ValueError:
         raise _Invalid(f"'{raw}' is not a valid date, dateTime or instant") from None
+    if prefix == "ap":
+        low, high = approximate(low, high, now or utcnow())
     return DateValue(prefix, low, high)
+
+
+def approximate(low: datetime, high: datetime, now: datetime) -> tuple[datetime, datetime]:
+    """[low, high) widened by APPROXIMATION of its distance from ``now`` on each side."""
+    distance = max(abs(now - low), abs(now - high))
+    margin = distance * APPROXIMATION
+    earliest = low - margin if low - datetime.min > margin else datetime.min
+    latest = high + margin if datetime.max - high > margin else datetime.max
+    return earliest, latest
 
 
 def parse_reference_value(
@@ -233,14 +260,13 @@ def parse_reference_value(
     return ReferenceValue(target_type, target_id, url)
 
 
-def _bare_id_type(param: SearchParam, type_modifier: str | None) -> str:
+def _bare_id_type(param: SearchParam, type_modifier: str | None) -> str | None:
+    """The type of a bare id: the modifier's, the only target, or None (resolved later)."""
     if type_modifier:
         return type_modifier
     if len(param.targets) == 1:
         return param.targets[0]
-    raise _Invalid(
-        f"'{param.name}' can refer to several types: give Type/id or use {param.name}:Type"
-    )
+    return None
 
 
 def _check_target(param: SearchParam, type_modifier: str | None, target_type: str) -> None:
@@ -279,6 +305,7 @@ class _State:
     revincludes: list[Include] = field(default_factory=list)
     total: str | None = None
     cursor: str | None = None
+    now: datetime | None = None
 
     def unknown(self, key: str, diagnostics: str) -> None:
         """An unknown/unsupported parameter or modifier: error, or warning when lenient."""
@@ -289,17 +316,21 @@ class _State:
 
 
 def parse_search(
-    resource_type: str, params: Iterable[tuple[str, str]], *, lenient: bool = False
+    resource_type: str,
+    params: Iterable[tuple[str, str]],
+    *,
+    lenient: bool = False,
+    now: datetime | None = None,
 ) -> SearchQuery:
     """Parse search parameters for ``resource_type``; raises FhirError(400) listing every problem.
 
-    An unknown resource type is a FhirError(404).
+    An unknown resource type is a FhirError(404). ``now`` (default: the clock) anchors ``ap``.
     """
     if resource_type not in SEARCH_PARAMS:
         raise FhirError(
             404, error("not-supported", f"Resource type {resource_type} is not searchable")
         )
-    state = _State(resource_type, SEARCH_PARAMS[resource_type], lenient)
+    state = _State(resource_type, SEARCH_PARAMS[resource_type], lenient, now=now or utcnow())
     for key, value in params:
         _parse_one(state, key, value)
     if state.errors:
@@ -350,7 +381,7 @@ def _criterion(state: _State, key: str, name: str, modifier: str | None, value: 
         state.unknown(key, f"Unknown modifier ':{modifier}' on '{name}' (supported: {allowed})")
         return
     try:
-        crit = _build_criterion(name, param, ptype, modifier, value)
+        crit = _build_criterion(name, param, ptype, modifier, value, state.now)
     except _Invalid as exc:
         state.errors.append(error(exc.code, f"{key}={value}: {exc}", key))
         return
@@ -367,7 +398,12 @@ def _modifier_allowed(ptype: str, param: SearchParam | None, modifier: str) -> b
 
 
 def _build_criterion(
-    name: str, param: SearchParam | None, ptype: str, modifier: str | None, value: str
+    name: str,
+    param: SearchParam | None,
+    ptype: str,
+    modifier: str | None,
+    value: str,
+    now: datetime | None = None,
 ) -> Criterion | None:
     """The criterion for one occurrence; None when its value is empty (ignored)."""
     if modifier == "missing":
@@ -377,17 +413,21 @@ def _build_criterion(
         return None
     if ptype == "reference" and modifier == "identifier":
         return Criterion(name, param, "token", modifier, tuple(parse_token(p) for p in pieces))
-    parse = _value_parser(name, param, ptype, modifier)
+    parse = _value_parser(name, param, ptype, modifier, now)
     return Criterion(name, param, ptype, modifier, tuple(parse(p) for p in pieces))
 
 
 def _value_parser(
-    name: str, param: SearchParam | None, ptype: str, modifier: str | None
+    name: str,
+    param: SearchParam | None,
+    ptype: str,
+    modifier: str | None,
+    now: datetime | None = None,
 ) -> Callable[[str], SearchValue]:
     if name == "_id":
         return _parse_id
     if name == "_lastUpdated" or ptype == "date":
-        return parse_date
+        return lambda raw: parse_date(raw, now)
     if ptype == "token":
         return lambda raw: parse_token(raw, text=modifier == "text")
     if ptype == "reference":
@@ -424,7 +464,7 @@ def _result_param(state: _State, key: str, name: str, modifier: str | None, valu
 def _count(state: _State, value: str, _modifier: str | None) -> None:
     if not (value.isascii() and value.isdigit()):
         raise _Invalid("_count must be a whole number of 0 or more")
-    count = int(value)
+    count = int(value) if len(value) <= 9 else MAX_COUNT + 1  # int() refuses 4,301+ digits
     if count > MAX_COUNT:
         state.warnings.append(
             warning(
@@ -452,10 +492,11 @@ def _sort(state: _State, value: str, _modifier: str | None) -> None:
 def _summary(state: _State, value: str, _modifier: str | None) -> None:
     if value in UNSUPPORTED_SUMMARY:
         raise _Invalid(
-            f"_summary={value} is not supported (use count, data or false)", "not-supported"
+            f"_summary={value} is not supported (use true, count, data or false)",
+            "not-supported",
         )
     if value not in SUMMARY_VALUES:
-        raise _Invalid("_summary takes count, data or false")
+        raise _Invalid("_summary takes true, count, data or false")
     state.summary = value
 
 

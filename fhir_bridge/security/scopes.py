@@ -11,6 +11,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from fhir_bridge.fhir.search_params import SEARCHABLE_TYPES
+
+#: the FHIR R4 resource types a scope may name: those the bridge serves (``*`` names them all)
+SERVED_TYPES = frozenset({*SEARCHABLE_TYPES, "CodeSystem", "ConceptMap"})
 PERMISSIONS = "cruds"
 _V1 = {"read": "rs", "write": "cud", "*": "cruds"}
 _SCOPE = re.compile(
@@ -44,9 +48,10 @@ class Scope:
 
 
 def parse_scope(text: str) -> Scope | None:
-    """The scope, or None when it is not a system scope we grant (unknown, granular, disordered)."""
+    """The scope, or None when it is not a system scope we grant (unknown, granular, disordered,
+    or naming a resource type this server does not serve)."""
     m = _SCOPE.match(text)
-    if not m:
+    if not m or (m.group("type") != "*" and m.group("type") not in SERVED_TYPES):
         return None
     perm = m.group("perm")
     letters = _V1.get(perm, perm)

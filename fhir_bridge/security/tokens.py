@@ -9,6 +9,7 @@ checked against its registered public JWKS.
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +22,16 @@ MAX_ASSERTION_SECONDS = 300
 CLOCK_SKEW_SECONDS = 5
 ASSERTION_ALGORITHMS = ("RS384", "ES384")
 _KTY = {"RS384": "RSA", "ES384": "EC"}
+#: longest client id and assertion jti the store keeps (api_client / assertion_jti columns)
+MAX_CLIENT_ID_CHARS = 128
+MAX_JTI_CHARS = 256
+
+
+def _storable(value: str, limit: int) -> bool:
+    """Fits its column, and holds no NUL (PostgreSQL text cannot)."""
+    return 0 < len(value) <= limit and "\x00" not in value
+
+
 _ACCESS_ALGORITHM = "HS256"
 
 
@@ -123,7 +134,7 @@ def read_assertion_header(assertion: str) -> AssertionHeader:
     try:
         header = jwt.get_unverified_header(assertion)
         claims = jwt.decode(assertion, options={"verify_signature": False})
-    except jwt.InvalidTokenError:
+    except (jwt.InvalidTokenError, RecursionError):
         raise TokenInvalid("The client assertion is not a JWT") from None
     alg = header.get("alg")
     if alg not in ASSERTION_ALGORITHMS:
@@ -134,6 +145,8 @@ def read_assertion_header(assertion: str) -> AssertionHeader:
     iss = claims.get("iss")
     if not isinstance(iss, str) or not iss:
         raise TokenInvalid("The client assertion has no iss")
+    if not _storable(iss, MAX_CLIENT_ID_CHARS):
+        raise TokenInvalid("The client assertion iss is not a client id of this server")
     jku = header.get("jku")
     return AssertionHeader(iss, alg, kid, jku if isinstance(jku, str) else None)
 
@@ -168,10 +181,12 @@ def verify_assertion(
         raise TokenInvalid("The client assertion aud is not this token endpoint") from None
     except jwt.InvalidTokenError as exc:
         raise TokenInvalid(f"The client assertion is not valid: {exc}") from None
+    except RecursionError:
+        raise TokenInvalid("The client assertion is not valid: nested too deeply") from None
     if claims["sub"] != claims["iss"]:
         raise TokenInvalid("The client assertion sub must equal iss")
     exp = claims["exp"]
-    if not isinstance(exp, int | float):
+    if isinstance(exp, bool) or not isinstance(exp, int | float) or not math.isfinite(exp):
         raise TokenInvalid("The client assertion exp is not a number")
     if exp <= epoch_seconds(now):
         raise TokenInvalid("The client assertion has expired")
@@ -179,6 +194,10 @@ def verify_assertion(
         raise TokenInvalid("The client assertion exp is more than 5 minutes ahead")
     if not isinstance(claims["jti"], str) or not claims["jti"]:
         raise TokenInvalid("The client assertion has no jti")
+    if not _storable(claims["jti"], MAX_JTI_CHARS):
+        raise TokenInvalid(
+            f"The client assertion jti must be 1-{MAX_JTI_CHARS} characters, without NUL"
+        )
     return claims
 
 

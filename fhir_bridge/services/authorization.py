@@ -113,7 +113,7 @@ def exchange_assertion(
         )
     try:
         jwks = client.jwks if client.jwks else jwks_fetcher(client.jwks_url or "")
-    except (requests.RequestException, ValueError):
+    except (requests.RequestException, ValueError, RecursionError):
         raise OAuthError(
             "invalid_client", "The client's JWKS URL could not be read", 401, client_id
         ) from None
@@ -122,14 +122,8 @@ def exchange_assertion(
         claims = verify_assertion(assertion, key, header, token_url=token_url(runtime), now=now)
     except TokenInvalid as exc:
         raise OAuthError("invalid_client", exc.reason, 401, client_id) from None
-    scopes = grant(form.get("scope", ""), client.scopes)
-    if not scopes:
-        raise OAuthError(
-            "invalid_scope",
-            "None of the requested scopes is granted to this client",
-            400,
-            client_id,
-        )
+    # The signature holds: the jti is spent now, whatever the answer (SMART Backend Services:
+    # a jti already seen is refused), so an assertion refused below cannot be sent again.
     expires_at = datetime.fromtimestamp(claims["exp"], UTC).replace(tzinfo=None)
     with write_session(runtime.sessions) as session:
         fresh = ClientStore(session).claim_jti(
@@ -138,6 +132,15 @@ def exchange_assertion(
     if not fresh:
         raise OAuthError(
             "invalid_client", "The client assertion jti was already used", 401, client_id
+        )
+    scopes = grant(form.get("scope", ""), client.scopes)
+    if not scopes:
+        raise OAuthError(
+            "invalid_scope",
+            "None of the requested scopes is granted to this client (only resource types this "
+            "server serves, or *)",
+            400,
+            client_id,
         )
     token = issue_access_token(
         secret,
@@ -235,3 +238,19 @@ def token_response(grant_: Grant) -> dict[str, Any]:
 def oauth_error_body(exc: OAuthError) -> str:
     """The JSON body of an RFC 6749 error response."""
     return json.dumps({"error": exc.error, "error_description": exc.description})
+
+
+def _quotable(text: str) -> str:
+    """RFC 6749 5.2 error_description characters: printable ASCII without ``"`` and ``\\``."""
+    return "".join(c for c in text if " " <= c <= "~" and c not in '"\\')
+
+
+def oauth_challenge(exc: OAuthError) -> str | None:
+    """The ``WWW-Authenticate`` value of a 401 from the token endpoint (RFC 6749 5.2 asks for
+    one on 401; the scheme and parameters are RFC 6750 3's), None for other statuses."""
+    if exc.status != 401:
+        return None
+    return (
+        f'Bearer realm="fhir-bridge", error="{_quotable(exc.error)}", '
+        f'error_description="{_quotable(exc.description)}"'
+    )

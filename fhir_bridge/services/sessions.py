@@ -141,7 +141,7 @@ def _parse(body: bytes) -> Any:
     try:
         return jsonio.loads(body)
     except jsonio.JsonError as exc:
-        raise FhirError(400, error("structure", str(exc))) from None
+        raise FhirError(400, error("structure", str(exc), "$")) from None
 
 
 def _submit(

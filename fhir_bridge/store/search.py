@@ -65,17 +65,48 @@ class Cursor:
 
     @classmethod
     def decode(cls, token: str, *, date_key: bool) -> Cursor:
-        """Parse a token made by encode(); a malformed token is a 400."""
+        """Parse a token made by encode(); anything else (a tampered token: huge numbers, an
+        object or list as key, a NUL, a key of the wrong kind) is a 400 naming ``_cursor``."""
         try:
             raw = jsonio.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-            key = raw["k"]
-            if date_key and key is not None:
-                key = datetime.fromisoformat(key)
-            return cls(int(raw["s"]), key, int(raw["p"]), bool(raw["f"]))
+            if not isinstance(raw, dict) or set(raw) != {"s", "k", "p", "f"}:
+                raise ValueError("not a cursor")
+            snapshot, pk, forward = _row_number(raw["s"]), _row_number(raw["p"]), raw["f"]
+            key = _cursor_key(raw["k"], date_key=date_key)
+            if not isinstance(forward, bool):
+                raise ValueError("direction is not a boolean")
+            return cls(snapshot, key, pk, forward)
         except (ValueError, KeyError, TypeError):
             raise FhirError(
                 400, error("invalid", "The paging cursor is not valid", "_cursor")
             ) from None
+
+
+#: the largest row number a cursor may carry (both databases store 64-bit integers)
+_MAX_ROW = 2**63 - 1
+_MAX_KEY_CHARS = 256
+
+
+def _row_number(value: Any) -> int:
+    if type(value) is not int or not 0 <= value <= _MAX_ROW:
+        raise ValueError("row number out of range")
+    return value
+
+
+def _cursor_key(value: Any, *, date_key: bool) -> Any:
+    """A date sort needs a naive ISO datetime; otherwise None (no sort) or an id (``_id``)."""
+    if date_key:
+        if not isinstance(value, str) or len(value) > _MAX_KEY_CHARS:
+            raise ValueError("date key is not a string")
+        parsed = datetime.fromisoformat(value)
+        if parsed.tzinfo is not None:
+            raise ValueError("date key has a time zone")
+        return parsed
+    if value is None:
+        return None
+    if not isinstance(value, str) or "\x00" in value or len(value) > _MAX_KEY_CHARS:
+        raise ValueError("key is not an id")
+    return value
 
 
 @dataclass
@@ -119,6 +150,7 @@ def _date_match(
         "le": or_(lt, eq),
         "sa": low >= hi,
         "eb": high <= lo,
+        "ap": and_(low < hi, high > lo),  # [lo, hi) is already widened: overlapping it
     }[prefix]
 
 
@@ -133,6 +165,7 @@ def _instant_match(col: Any, prefix: str, lo: datetime, hi: datetime) -> ColumnE
         "le": col < hi,
         "sa": col >= hi,
         "eb": col < lo,
+        "ap": and_(col >= lo, col < hi),
     }[prefix]
 
 

@@ -228,6 +228,28 @@ def test_no_shape_of_data_request_gets_a_5xx(app, field, value, in_input):
         assert all(i.get("expression") for i in resp.get_json()["issue"])
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"9" * 5000,  # past Python's 4,300-digit int limit
+        b"9" * 25,  # past 64 bits
+        b"[" * 400 + b"]" * 400,  # past validation's recursion
+        b'{"a":' * 2000 + b"1" + b"}" * 2000,  # past the parser's recursion
+    ],
+    ids=["5000-digits", "25-digits", "400-deep", "2000-deep"],
+)
+@pytest.mark.parametrize("field", ["input", "code", "meta"])
+def test_no_huge_or_deep_data_request_gets_a_5xx(app, raw, field):
+    body = json.dumps(data_request("query", {"valueString": "Observation"})).encode()
+    data = body[:-1] + b', "' + field.encode() + b'x": ' + raw + b"}"
+    headers = bearer(
+        app, role="payer", organization="Organization/p", scope="system/*.rs system/Task.c"
+    )
+    resp = app.test_client().post("/fhir/Task", data=data, content_type=FHIR_JSON, headers=headers)
+    assert resp.status_code < 500, resp.get_data(as_text=True)
+    assert all(i.get("expression") for i in resp.get_json()["issue"])
+
+
 def test_a_payer_cannot_send_referrals_or_write_through_bundles(reviewed):
     app, sr_id, org = reviewed
     headers = bearer(app, role="payer", organization=org, scope="system/*.cruds")

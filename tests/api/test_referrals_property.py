@@ -121,10 +121,20 @@ def counts(runtime) -> dict[str, int]:
 def requests_(draw: st.DrawFn) -> tuple[str, bytes, str]:
     endpoint, body = draw(mutated())
     data = json.dumps(body).encode()
-    shape = draw(st.sampled_from(["json"] * 8 + ["oversize", "truncated", "content-type"]))
+    shape = draw(
+        st.sampled_from(
+            ["json"] * 8 + ["oversize", "truncated", "content-type", "huge-number", "deep"]
+        )
+    )
     content_type = "application/fhir+json"
     if shape == "oversize":
         data = data[:-1] + b',"note":[{"text":"' + b"x" * (6 * 1024 * 1024) + b'"}]}'
+    elif shape == "huge-number":  # past Python's 4,300-digit int limit, or past 64 bits
+        digits = draw(st.sampled_from([20, 4300, 4301, 9000]))
+        data = data[:-1] + b',"priority":' + b"9" * digits + b"}"
+    elif shape == "deep":  # past the parser's 100 levels, and past the recursion limit
+        levels = draw(st.sampled_from([101, 400, 1500]))
+        data = data[:-1] + b',"note":' + b"[" * levels + b"]" * levels + b"}"
     elif shape == "truncated":
         data = data[: draw(st.integers(0, max(len(data) - 1, 0)))]
     elif shape == "content-type":

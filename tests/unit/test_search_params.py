@@ -14,7 +14,7 @@ from fhir_bridge.fhir.search_params import (
 SP = "http://hl7.org/fhir/SearchParameter/"
 
 EXPECTED_NAMES = {
-    "Patient": {"identifier", "name", "family", "given", "birthdate"},
+    "Patient": {"identifier", "name", "family", "given", "birthdate", "gender"},
     "Practitioner": {"identifier", "name"},
     "Organization": {"identifier", "name"},
     "ServiceRequest": {
@@ -65,6 +65,7 @@ DEFINITIONS = [
     ("Patient", "family", "string", ("name.family",), "individual-family"),
     ("Patient", "given", "string", ("name.given",), "individual-given"),
     ("Patient", "birthdate", "date", ("birthDate",), "individual-birthdate"),
+    ("Patient", "gender", "token", ("gender",), "individual-gender"),
     ("Practitioner", "identifier", "token", ("identifier",), "Practitioner-identifier"),
     ("Practitioner", "name", "string", ("name",), "Practitioner-name"),
     ("Organization", "identifier", "token", ("identifier",), "Organization-identifier"),

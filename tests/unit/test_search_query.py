@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -199,7 +199,6 @@ def test_reference_parameters_of_every_type(resource_type, key, value, expected)
 @pytest.mark.parametrize(
     ("key", "value", "fragment"),
     [
-        ("subject", "p1", "several types"),  # bare id needs a single target or :Type
         ("patient", "Group/g1", "cannot refer to Group"),
         ("subject:Patient", "Group/g1", "does not match"),
         ("subject", "not a reference!", "not a reference"),
@@ -209,6 +208,13 @@ def test_bad_reference_values(key, value, fragment):
     issue = _error("Observation", key, value)
     assert issue.code == "invalid"
     assert fragment in issue.diagnostics
+
+
+def test_a_bare_id_with_several_target_types_is_left_for_the_store_to_type():
+    (value,) = _one("Observation", "subject", "p1").values
+    assert value == ReferenceValue(None, "p1", None)
+    (typed,) = _one("Observation", "patient", "p1").values  # one target type: typed at once
+    assert typed == ReferenceValue("Patient", "p1", None)
 
 
 def test_identifier_modifier_searches_reference_identifiers_as_tokens():
@@ -272,10 +278,27 @@ def test_every_date_parameter(resource_type, name):
     assert crit.values == (DateValue("le", datetime(1979, 1, 1), datetime(1980, 1, 1)),)
 
 
-def test_ap_prefix_is_not_supported():
-    issue = _error("Observation", "date", "ap2026-11-20")
-    assert issue.code == "not-supported"
-    assert "ap" in issue.diagnostics
+NOW = datetime(2026, 12, 1)
+
+
+def test_ap_widens_the_date_by_a_tenth_of_its_distance_from_now():
+    # 2016-12-01 starts 3652 days before now: the whole day widened by 365.2 days each side
+    (value,) = parse_search("Observation", [("date", "ap2016-12-01")], now=NOW).criteria[0].values
+    assert value.prefix == "ap"
+    assert value.low == datetime(2016, 12, 1) - timedelta(days=365.2)
+    assert value.high == datetime(2016, 12, 2) + timedelta(days=365.2)
+
+
+def test_ap_for_today_is_about_today_and_future_dates_work_too():
+    (today,) = parse_search("Observation", [("date", "ap2026-12-01")], now=NOW).criteria[0].values
+    assert (today.low, today.high) == (datetime(2026, 11, 30, 21, 36), datetime(2026, 12, 2, 2, 24))
+    (ahead,) = parse_search("Observation", [("date", "ap2036-12-01")], now=NOW).criteria[0].values
+    assert ahead.low < datetime(2036, 12, 1) < datetime(2036, 12, 2) < ahead.high
+
+
+def test_ap_at_the_calendars_edge_does_not_overflow():
+    (value,) = parse_search("Patient", [("birthdate", "ap0001")], now=NOW).criteria[0].values
+    assert value.low == datetime.min
 
 
 @pytest.mark.parametrize("value", ["xx2026", "2026-13-01", "ge", "yesterday", "2026/11/20"])
@@ -447,14 +470,12 @@ def test_sort_only_by_dates_id_and_last_updated(value):
     assert "_lastUpdated" in issue.diagnostics
 
 
-@pytest.mark.parametrize("value", ["count", "data", "false"])
+@pytest.mark.parametrize("value", ["true", "count", "data", "false"])
 def test_summary(value):
     assert parse_search("Patient", [("_summary", value)]).summary == value
 
 
-@pytest.mark.parametrize(
-    ("value", "code"), [("true", "not-supported"), ("text", "not-supported"), ("all", "invalid")]
-)
+@pytest.mark.parametrize(("value", "code"), [("text", "not-supported"), ("all", "invalid")])
 def test_unsupported_summary(value, code):
     assert _error("Patient", "_summary", value).code == code
 
@@ -621,12 +642,12 @@ def test_every_problem_is_reported_at_once():
             ("codee", "1"),
             ("code:below", "x"),
             ("date", "xx2026"),
-            ("date", "ap2026"),
+            ("date", "zz2026"),
             ("_count", "abc"),
             ("_sort", "foo"),
             ("subject.name", "Rivera"),
             ("_include", "Patient:x"),
-            ("_summary", "true"),
+            ("_summary", "text"),
             ("patient", "Group/1"),
             ("status", "final"),  # fine: no issue
         ],
