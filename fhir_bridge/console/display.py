@@ -1,0 +1,75 @@
+"""Small pure formatters the templates use (registered as Jinja filters)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from flask import Blueprint
+
+
+def patient_name(patient: dict[str, Any] | None) -> str:
+    """``Family, Given`` from the first official (else first) HumanName."""
+    if not patient:
+        return "Unknown patient"
+    names = patient.get("name") or []
+    chosen = next((n for n in names if n.get("use") == "official"), names[0] if names else None)
+    if not chosen:
+        return "Unnamed patient"
+    family = chosen.get("family", "")
+    given = " ".join(chosen.get("given", []))
+    text = ", ".join(p for p in (family, given) if p)
+    return text or chosen.get("text") or "Unnamed patient"
+
+
+def when(value: datetime | date | str | None) -> str:
+    """A date-time as ``2026-11-12 17:30`` (UTC as stored), a date as ``2026-11-12``."""
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, str):
+        return value.replace("T", " ")[:16]
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M")
+    return value.isoformat()
+
+
+def concept(value: dict[str, Any] | None) -> str:
+    """A CodeableConcept's text, else its first display, else ``system|code``."""
+    if not value:
+        return "-"
+    if value.get("text"):
+        return str(value["text"])
+    for coding in value.get("coding", []):
+        if coding.get("display"):
+            return str(coding["display"])
+    codes = [f"{c.get('code')}" for c in value.get("coding", [])]
+    return ", ".join(codes) or "-"
+
+
+STATUS_CLASSES = {
+    "requested": "info",
+    "accepted": "ok",
+    "in-progress": "ok",
+    "completed": "muted",
+    "rejected": "bad",
+    "cancelled": "muted",
+    "pending": "warn",
+    "delivered": "ok",
+    "dead": "bad",
+}
+
+
+def status_class(status: str | None) -> str:
+    """CSS class of a status badge."""
+    return STATUS_CLASSES.get(status or "", "muted")
+
+
+def register(bp: Blueprint) -> None:
+    """Make the formatters available to the console's templates."""
+    for name, fn in {
+        "patient_name": patient_name,
+        "when": when,
+        "concept": concept,
+        "status_class": status_class,
+    }.items():
+        bp.add_app_template_filter(fn, name)
