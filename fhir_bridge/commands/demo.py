@@ -36,7 +36,9 @@ def _target(body: bytes) -> str:
 
 @click.command("demo-data")
 @click.argument(
-    "folder", type=click.Path(exists=True, file_okay=False, path_type=Path), default="sample_bundles"
+    "folder",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default="sample_bundles",
 )
 @click.option("--if-empty", is_flag=True, help="Do nothing when a referral is already on file.")
 def demo_data(folder: Path, if_empty: bool) -> None:
