@@ -1,0 +1,212 @@
+"""The console's doors: login, sessions, CSRF, roles, lockout, and PHI kept out of URLs and logs."""
+
+from __future__ import annotations
+
+import logging
+import re
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+
+from fhir_bridge.services import staff_users
+from fhir_bridge.store.db import read_session
+from fhir_bridge.store.repository import ResourceStore
+from tests.support.console import add_staff, csrf_token, login, post_form, seed
+
+#: every page, with ids filled in by the ``pages`` fixture
+PAGES = [
+    "/",
+    "/referrals",
+    "/referrals/{referral}",
+    "/patients",
+    "/patients/{patient}",
+    "/visits/MMC-2026-000203",
+    "/deliveries",
+    "/partners",
+    "/partners/new",
+    "/clients/new",
+    "/audit",
+]
+ADMIN_PAGES = ["/partners", "/partners/new", "/clients/new", "/audit"]
+#: query-string keys a console link may carry: filters and cursors, never PHI
+ALLOWED_QUERY_KEYS = {"status", "after", "partner", "since", "before"}
+
+
+@pytest.fixture
+def staff(runtime):
+    add_staff(runtime)
+
+
+@pytest.fixture
+def ids(client, runtime, staff):
+    """Sample data in the store; the ids of a referral and of a documented patient."""
+    seed(client, runtime)
+    inbox = client.get("/api/v1/referrals").get_json()["referrals"]
+    visit = client.get("/api/v1/sessions/MMC-2026-000203").get_json()
+    patient = next(r["id"] for r in visit["resources"] if r["resourceType"] == "Patient")
+    return {"referral": inbox[0]["id"], "patient": patient}
+
+
+def pages(ids):
+    return [p.format(**ids) for p in PAGES]
+
+
+def test_no_page_opens_without_a_login(app, ids):
+    anonymous = app.test_client()
+    for path in pages(ids):
+        resp = anonymous.get(path)
+        assert resp.status_code == 302, path
+        assert resp.headers["Location"].endswith("/login"), path
+    # and no action either (a CSRF token from the login page does not make one a user)
+    token = csrf_token(anonymous)
+    resp = anonymous.post(f"/referrals/{ids['referral']}/accept", data={"csrf_token": token})
+    assert resp.status_code == 302
+    assert anonymous.get(f"/api/v1/referrals/{ids['referral']}").get_json()["status"] == "requested"
+
+
+def test_a_good_login_opens_every_page_with_a_safe_cookie_and_headers(client, ids):
+    resp = login(client, "admin")
+    assert resp.status_code == 302
+    cookie = resp.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie
+    assert "SameSite=Lax" in cookie
+    for path in pages(ids):
+        page = client.get(path)
+        assert page.status_code == 200, path
+        csp = page.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in csp and "style-src 'self'" in csp
+        assert "unsafe-inline" not in csp
+        html = page.get_data(as_text=True)
+        assert not re.search(r"<script(?![^>]*\bsrc=)", html), path  # no inline script
+        assert " style=" not in html and "<style" not in html, path  # no inline style
+        assert page.headers["Cache-Control"] == "no-store"
+
+
+def test_cookies_are_secure_outside_tests_and_development(runtime):
+    from fhir_bridge.app import create_app
+
+    secure = create_app(runtime=runtime)  # testing settings, http base: not Secure
+    assert secure.config["SESSION_COOKIE_SECURE"] is False
+    from dataclasses import replace
+
+    prod = create_app(runtime=replace(runtime, settings=replace(runtime.settings, testing=False)))
+    assert prod.config["SESSION_COOKIE_SECURE"] is True
+    assert prod.config["SESSION_COOKIE_NAME"].startswith("__Host-")
+
+
+def test_a_wrong_password_gets_no_session(client, staff):
+    resp = login(client, "admin", "not the password")
+    assert resp.status_code == 401
+    assert "Wrong username or password" in resp.get_data(as_text=True)
+    assert client.get("/").status_code == 302
+
+
+def test_a_form_without_its_csrf_token_is_refused(client, ids):
+    login(client, "admin")
+    url = f"/referrals/{ids['referral']}/accept"
+    assert client.post(url).status_code == 400
+    assert client.post(url, data={"csrf_token": "forged"}).status_code == 400
+    # a token of another session does not fit this one
+    other = client.application.test_client()
+    login(other, "desk")
+    stolen = csrf_token(other, "/")
+    assert client.post(url, data={"csrf_token": stolen}).status_code == 400
+    assert client.get(f"/api/v1/referrals/{ids['referral']}").get_json()["status"] == "requested"
+    # the login form is protected too (no login CSRF)
+    fresh = client.application.test_client()
+    resp = fresh.post("/login", data={"username": "admin", "password": "correct horse battery"})
+    assert resp.status_code == 400
+
+
+def test_front_desk_cannot_reach_admin_pages_or_payloads(client, ids):
+    login(client, "desk")
+    for path in ADMIN_PAGES:
+        resp = client.get(path)
+        assert resp.status_code == 403, path
+        assert "Not for your role" in resp.get_data(as_text=True)
+    assert client.get("/deliveries/1/payload").status_code == 403
+    resp = post_form(client, "/clients/new", {"client_id": "sneaky", "role": "admin"})
+    assert resp.status_code == 403
+    # the nav does not offer them
+    html = client.get("/").get_data(as_text=True)
+    assert "/audit" not in html and "/partners" not in html
+
+
+def test_repeated_failures_lock_the_account_until_a_reset(client, runtime, staff):
+    for _ in range(staff_users.MAX_FAILURES):
+        login(client, "therapist", "wrong password")
+    resp = login(client, "therapist")  # the right password no longer opens it
+    assert resp.status_code == 401
+    assert "locked" in resp.get_data(as_text=True)
+    staff_users.reset_password(runtime, "therapist", "a brand new password")
+    assert login(client, "therapist", "a brand new password").status_code == 302
+
+
+def test_an_idle_session_ends(client, staff):
+    login(client, "desk")
+    assert client.get("/").status_code == 200
+    with client.session_transaction() as session:
+        session["seen"] -= 31 * 60
+    resp = client.get("/")
+    assert resp.status_code == 302 and resp.headers["Location"].endswith("/login")
+    assert "unused" in client.get("/login").get_data(as_text=True)
+
+
+def test_disabling_a_user_or_resetting_the_password_ends_open_sessions(client, runtime, staff):
+    login(client, "desk")
+    staff_users.reset_password(runtime, "desk", "another long password")
+    assert client.get("/").status_code == 302
+    login(client, "desk", "another long password")
+    assert client.get("/").status_code == 200
+    staff_users.set_enabled(runtime, "desk", False)
+    assert client.get("/").status_code == 302
+    assert login(client, "desk", "another long password").status_code == 401
+
+
+def test_logout_ends_the_session(client, staff):
+    login(client, "desk")
+    assert post_form(client, "/logout", {}).status_code == 302
+    assert client.get("/").status_code == 302
+
+
+def _links(html: str) -> list[str]:
+    return re.findall(r'(?:href|action)="([^"]+)"', html)
+
+
+def test_no_phi_in_query_strings_or_logs(client, runtime, ids, caplog):
+    with read_session(runtime.sessions) as session:
+        patient = ResourceStore(session).read("Patient", ids["patient"]).resource
+    name = patient["name"][0]["family"]
+    mrn = patient["identifier"][0]["value"]
+    login(client, "admin")
+    caplog.set_level(logging.DEBUG)
+    found = post_form(client, "/patients", {"q": name}, page="/patients")
+    assert found.status_code == 200 and ids["patient"] in found.get_data(as_text=True)
+    seen = [found.get_data(as_text=True)]
+    for path in pages(ids):
+        seen.append(client.get(path).get_data(as_text=True))
+    for html in seen:
+        for link in _links(html):
+            keys = {k for k, _ in parse_qsl(urlsplit(link.replace("&amp;", "&")).query)}
+            assert keys <= ALLOWED_QUERY_KEYS, link
+            assert name not in link and mrn not in link
+    logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert name not in logged and mrn not in logged
+    # the patient forms are POSTed: the name is not in any URL the browser requests
+    assert 'method="post" action="/patients"' in client.get("/patients").get_data(as_text=True)
+
+
+def test_phi_views_are_audited_naming_the_staff_user(client, runtime, ids):
+    login(client, "therapist")
+    assert client.get(f"/patients/{ids['patient']}").status_code == 200
+    events = client.get(
+        "/fhir/AuditEvent", query_string={"entity": f"Patient/{ids['patient']}"}
+    ).get_json()
+    agents = [
+        e["resource"]["agent"][0]["who"]["identifier"]["value"] for e in events.get("entry", [])
+    ]
+    assert "user:therapist" in agents
+    logins = client.get("/fhir/AuditEvent", query_string={"subtype": "110122"}).get_json()
+    assert any(
+        e["resource"]["agent"][0]["altId"] == "user:therapist" for e in logins.get("entry", [])
+    )
