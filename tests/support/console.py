@@ -69,5 +69,45 @@ def seed(client: Any, runtime: Any) -> None:
         resp = client.post(target, data=body, content_type="application/fhir+json")
         assert resp.status_code in (200, 201), resp.get_data(as_text=True)
     for path in sorted((SAMPLES / "sessions").glob("*.json")):
-        resp = client.post("/api/v1/sessions", data=path.read_bytes(), content_type="application/json")
+        resp = client.post(
+            "/api/v1/sessions", data=path.read_bytes(), content_type="application/json"
+        )
         assert resp.status_code in (200, 201), resp.get_data(as_text=True)
+
+
+def dead_letter(runtime: Any) -> int:
+    """A physician partner that refused a visit: one delivery, dead with the partner's 400."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import select, update
+
+    from fhir_bridge.services import partners, routing
+    from fhir_bridge.store.db import write_session
+    from fhir_bridge.store.models import Delivery
+
+    spec = partners.PartnerSpec(
+        key="northside",
+        name="Northside Family Medicine",
+        kind="physician",
+        base_url="https://ehr.northside.example.org/fhir",
+        auth_kind="none",
+        identifiers=["http://hl7.org/fhir/sid/us-npi|1407071236"],
+    )
+    partners.add_partner(runtime, partners.validate(spec))
+    later = datetime.now(UTC).replace(tzinfo=None) + timedelta(minutes=5)
+    assert routing.route_pending(runtime, now=later) > 0
+    with write_session(runtime.sessions) as session:
+        pk = session.scalar(select(Delivery.pk).order_by(Delivery.pk.desc()).limit(1))
+        session.execute(
+            update(Delivery)
+            .where(Delivery.pk == pk)
+            .values(
+                status="dead",
+                attempts=1,
+                last_status=400,
+                last_error="partner refused the Bundle: Procedure.performer is required",
+                last_attempt_at=later,
+                first_failed_at=later,
+            )
+        )
+    return pk
