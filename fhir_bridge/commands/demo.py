@@ -48,7 +48,7 @@ def demo_data(folder: Path, if_empty: bool) -> None:
     from fhir_bridge.store.referrals import ReferralFilter
 
     try:
-        settings = Settings.from_env(dev_open_access=True)
+        settings = Settings.from_env(dev_open_access=True, log_level="WARNING")
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
     app = create_app(settings)

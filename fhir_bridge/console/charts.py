@@ -6,12 +6,13 @@ colours and strokes come from classes in ``console.css``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from fhir_bridge.console.outcome_adapter import MeasureSeries
 
-WIDTH, HEIGHT = 640, 220
-LEFT, RIGHT, TOP, BOTTOM = 44, 16, 14, 34
+WIDTH, HEIGHT = 420, 200
+LEFT, RIGHT, TOP, BOTTOM = 40, 12, 12, 30
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class Chart:
     series: MeasureSeries
     width: int
     height: int
+    left: int
+    right: int
     pre_path: str
     post_path: str
     marks: list[Mark]
@@ -44,14 +47,23 @@ def _fmt(value: float) -> str:
     return f"{value:g}"
 
 
+def _nice_step(span: float) -> float:
+    """A round tick step (1, 2, 2.5 or 5 x 10^k) giving about four intervals over ``span``."""
+    raw = span / 4
+    magnitude = 10 ** math.floor(math.log10(raw))
+    return next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+
+
 def chart(series: MeasureSeries) -> Chart:
     """Scale a series into the chart box: visits spread evenly along x, values on y."""
     values = [p.value for p in series.points] + ([series.goal] if series.goal is not None else [])
     low, high = min(values), max(values)
     if high == low:
         low, high = low - 1, high + 1
-    pad = (high - low) * 0.1
-    low, high = low - pad, high + pad
+    step = _nice_step(high - low)
+    low, high = math.floor(low / step) * step, math.ceil(high / step) * step
+    if high - low < step * 2:
+        low, high = low - step, high + step
     days = sorted({p.at[:10] for p in series.points})
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 
@@ -77,8 +89,8 @@ def chart(series: MeasureSeries) -> Chart:
         pts = [m for m in marks if m.phase == phase]
         return " ".join(f"{'M' if i == 0 else 'L'}{m.x},{m.y}" for i, m in enumerate(pts))
 
-    step = (high - low) / 4
-    y_ticks = [(y_of(low + step * i), _fmt(round(low + step * i, 1))) for i in range(5)]
+    ticks = round((high - low) / step)
+    y_ticks = [(y_of(low + step * i), _fmt(round(low + step * i, 6))) for i in range(ticks + 1)]
     shown = days if len(days) <= 6 else days[:: max(1, len(days) // 6)]
     pre = [p.value for p in series.points if p.phase == "pre"]
     summary = f"{series.label}: {len(series.points)} values over {len(days)} visit day(s)"
@@ -90,6 +102,8 @@ def chart(series: MeasureSeries) -> Chart:
         series=series,
         width=WIDTH,
         height=HEIGHT,
+        left=LEFT,
+        right=RIGHT,
         pre_path=path("pre"),
         post_path=path("post"),
         marks=marks,

@@ -23,13 +23,14 @@ def patient_name(patient: dict[str, Any] | None) -> str:
 
 
 def when(value: datetime | date | str | None) -> str:
-    """A date-time as ``2026-11-12 17:30`` (UTC as stored), a date as ``2026-11-12``."""
+    """A stored date-time as ``2026-11-12 17:30 UTC``, a date as ``2026-11-12``; FHIR text
+    (with its own offset) as written."""
     if value is None or value == "":
         return "-"
     if isinstance(value, str):
         return value.replace("T", " ")[:16]
     if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M")
+        return value.strftime("%Y-%m-%d %H:%M UTC")
     return value.isoformat()
 
 

@@ -165,6 +165,7 @@ def visit(session_id: str) -> str:
     return render_template(
         "visit.html",
         v=view,
+        record_text=stored.record.decode("utf-8", "replace"),
         patient=patient,
         deliveries=queries.visit_deliveries(rt, _as_refs(made)),
     )
