@@ -13,6 +13,7 @@ from fhir_bridge.console.outcome_adapter import MeasureSeries
 
 WIDTH, HEIGHT = 420, 200
 LEFT, RIGHT, TOP, BOTTOM = 40, 12, 12, 30
+INSET = 22
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,8 @@ def chart(series: MeasureSeries) -> Chart:
     def x_of(day: str) -> float:
         if len(days) == 1:
             return LEFT + plot_w / 2
-        return round(LEFT + plot_w * days.index(day) / (len(days) - 1), 1)
+        # inset so the first and last date labels (centred on their point) stay inside
+        return round(LEFT + INSET + (plot_w - 2 * INSET) * days.index(day) / (len(days) - 1), 1)
 
     def y_of(value: float) -> float:
         return round(TOP + plot_h * (high - value) / (high - low), 1)

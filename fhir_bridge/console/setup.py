@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from flask import Flask, Response, request
-from flask.sessions import SecureCookieSessionInterface
+from flask import Flask, Request, Response, request
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
+from werkzeug.exceptions import HTTPException
 
 from fhir_bridge.services import staff_users
 from fhir_bridge.settings import Settings
@@ -28,11 +29,29 @@ class ConsoleSessionInterface(SecureCookieSessionInterface):
     ``console-session``), so any gunicorn worker accepts any worker's cookie.
     """
 
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        """A session for console pages only: API requests never read the cookie or the store."""
+        if not _console_request(app, request):
+            return None  # Flask uses a null session
+        return super().open_session(app, request)
+
     def get_signing_serializer(self, app: Flask) -> Any:
         """Load the secret lazily: create_app never touches the database."""
         if not app.secret_key:
             app.secret_key = staff_users.console_secret(app.extensions["fhir_bridge"])
         return super().get_signing_serializer(app)
+
+
+def _console_request(app: Flask, request: Request) -> bool:
+    """Does the URL route to the console? (Sessions open before Flask matches the route.)"""
+    adapter = app.create_url_adapter(request)
+    if adapter is None:
+        return False
+    try:
+        endpoint, _ = adapter.match()
+    except HTTPException:
+        return False
+    return str(endpoint).startswith("console.")
 
 
 def _secure_cookies(settings: Settings) -> bool:

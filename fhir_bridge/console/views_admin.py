@@ -255,7 +255,12 @@ def audit_log() -> str:
     return render_template("audit.html", events=[_audit_row(e) for e in events], form=form)
 
 
+#: DICOM 110122 "Login" (token requests and console logins), by its name
+_SUBTYPES = {"110122": "login"}
+
+
 def _audit_row(event: dict[str, Any]) -> dict[str, Any]:
+    code = (event.get("subtype") or [{}])[0].get("code")
     agent = (event.get("agent") or [{}])[0]
     entity = (event.get("entity") or [{}])[0]
     what = entity.get("what", {})
@@ -263,8 +268,7 @@ def _audit_row(event: dict[str, Any]) -> dict[str, Any]:
     return {
         "recorded": event.get("recorded"),
         "who": agent.get("who", {}).get("identifier", {}).get("value", "-"),
-        "type": (event.get("subtype") or [{}])[0].get("code")
-        or event.get("type", {}).get("display"),
+        "type": _SUBTYPES.get(code, code) or event.get("type", {}).get("display"),
         "what": what.get("reference") or what.get("display") or "",
         "query": base64.b64decode(query).decode("utf-8", "replace") if query else "",
         "outcome": {"0": "success", "4": "refused", "8": "failed"}.get(

@@ -64,6 +64,30 @@ def test_no_page_opens_without_a_login(app, ids):
     assert anonymous.get(f"/api/v1/referrals/{ids['referral']}").get_json()["status"] == "requested"
 
 
+def test_every_console_route_but_login_and_css_needs_a_login(app, ids):
+    anonymous = app.test_client()
+    values = {**ids, "delivery_id": "1", "action": "accept", "change": "disable"}
+    values |= {"referral_id": ids["referral"], "patient_id": ids["patient"]}
+    values |= {"session_id": "MMC-2026-000203", "key": "northside", "client_id": "acme"}
+    checked = 0
+    for rule in app.url_map.iter_rules():
+        if not rule.endpoint.startswith("console.") or rule.endpoint in (
+            "console.login",
+            "console.static",
+        ):
+            continue
+        path = rule.rule
+        for arg in rule.arguments:
+            path = re.sub(rf"<(?:[^:>]+:)?{arg}(?:\([^)]*\))?>", values[arg], path)
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            data = {"csrf_token": csrf_token(anonymous)} if method == "POST" else None
+            resp = anonymous.open(path, method=method, data=data)
+            assert resp.status_code == 302, (method, path, resp.status_code)
+            assert resp.headers["Location"].endswith("/login")
+            checked += 1
+    assert checked >= 20
+
+
 def test_a_good_login_opens_every_page_with_a_safe_cookie_and_headers(client, ids):
     resp = login(client, "admin")
     assert resp.status_code == 302
@@ -217,3 +241,14 @@ def test_phi_views_are_audited_naming_the_staff_user(client, runtime, ids):
     assert any(
         e["resource"]["agent"][0]["altId"] == "user:therapist" for e in logins.get("entry", [])
     )
+
+
+def test_the_api_never_gets_a_console_cookie(client, staff):
+    login(client, "admin")
+    resp = client.get("/fhir/metadata")
+    assert resp.status_code == 200
+    assert "Set-Cookie" not in resp.headers
+    assert "Content-Security-Policy" not in resp.headers
+    # a console session cookie is no credential for the API
+    resp = client.get("/api/v1/referrals", headers={"Authorization": None})
+    assert resp.status_code == 401

@@ -6,7 +6,7 @@ import pytest
 from selenium.webdriver.common.by import By
 
 from tests.browser.pages import axe_violations, describe, screenshot, ui_login, wait_for
-from tests.support.console import PASSWORDS, add_staff, dead_letter, seed
+from tests.support.console import PASSWORDS, add_staff, dead_letter, follow_up_visits, seed
 
 
 @pytest.fixture
@@ -15,9 +15,10 @@ def world(live):
     add_staff(live.runtime)
     client = live.app.test_client()
     seed(client, live.runtime)
+    follow_up_visits(client)
     pk = dead_letter(live.runtime)
     referral = client.get("/api/v1/referrals").get_json()["referrals"][0]["id"]
-    visit = client.get("/api/v1/sessions/MMC-2026-000203").get_json()
+    visit = client.get("/api/v1/sessions/MMC-2026-000204").get_json()
     patient = next(r["id"] for r in visit["resources"] if r["resourceType"] == "Patient")
     return {"delivery": pk, "referral": referral, "patient": patient}
 
@@ -28,7 +29,7 @@ PAGES = {
     "referral": "/referrals/{referral}",
     "patients": "/patients",
     "patient": "/patients/{patient}",
-    "visit": "/visits/MMC-2026-000203",
+    "visit": "/visits/MMC-2026-000211",
     "deliveries": "/deliveries",
     "delivery": "/deliveries/{delivery}",
     "payload": "/deliveries/{delivery}/payload",

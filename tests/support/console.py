@@ -111,3 +111,24 @@ def dead_letter(runtime: Any) -> int:
             )
         )
     return pk
+
+
+def follow_up_visits(client: Any) -> None:
+    """Two more weekly visits of the tension-headache patient (pain 4 -> 2, then 3 -> 1)."""
+    base = jsonio.loads((SAMPLES / "sessions" / "tension-headache.json").read_bytes())
+    for n, (day, pre, post, sleep) in enumerate(
+        (("2026-12-02", 4, 2, 55.1), ("2026-12-09", 3, 1, 51.7)), start=11
+    ):
+        record = {
+            **base,
+            "session_id": f"MMC-2026-0002{n}",
+            "started_at": f"{day}T08:00:00-05:00",
+            "ended_at": f"{day}T08:45:00-05:00",
+            "assessments": [
+                {"phase": "pre", "measure": "pain_nrs", "value": pre, "body_site": "head"},
+                {"phase": "post", "measure": "pain_nrs", "value": post, "body_site": "head"},
+                {"phase": "pre", "measure": "promis_sleep_disturbance_t", "value": sleep},
+            ],
+        }
+        resp = client.post("/api/v1/sessions", json=record)
+        assert resp.status_code in (200, 201), resp.get_data(as_text=True)
