@@ -97,7 +97,8 @@ def dead_letter(runtime: Any) -> int:
     later = datetime.now(UTC).replace(tzinfo=None) + timedelta(minutes=5)
     assert routing.route_pending(runtime, now=later) > 0
     with write_session(runtime.sessions) as session:
-        pk = session.scalar(select(Delivery.pk).order_by(Delivery.pk.desc()).limit(1))
+        visit_first = (Delivery.event_type == "session.documented").desc()
+        pk = session.scalar(select(Delivery.pk).order_by(visit_first, Delivery.pk.desc()).limit(1))
         session.execute(
             update(Delivery)
             .where(Delivery.pk == pk)
