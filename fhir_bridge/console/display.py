@@ -74,3 +74,49 @@ def register(bp: Blueprint) -> None:
         "status_class": status_class,
     }.items():
         bp.add_app_template_filter(fn, name)
+
+
+def indent_json(raw: str, step: str = "  ") -> str:
+    """Re-indent JSON text for reading, every token kept as written (numbers, key order, escapes).
+
+    Whitespace outside strings is replaced; nothing is parsed, so ``1.50`` stays ``1.50``.
+    """
+    out: list[str] = []
+    depth, in_string, escaped = 0, False, False
+    chars = raw.strip()
+    for i, ch in enumerate(chars):
+        if in_string:
+            out.append(ch)
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+            continue
+        if ch.isspace():
+            continue
+        if ch == '"':
+            in_string = True
+            out.append(ch)
+        elif ch in "{[":
+            closing = "}" if ch == "{" else "]"
+            rest = chars[i + 1 :].lstrip()
+            if rest.startswith(closing):
+                out.append(ch)  # an empty object or array stays on one line
+            else:
+                depth += 1
+                out.append(ch + "\n" + step * depth)
+        elif ch in "}]":
+            if out and out[-1] in "{[":
+                out.append(ch)
+            else:
+                depth -= 1
+                out.append("\n" + step * depth + ch)
+        elif ch == ",":
+            out.append(",\n" + step * depth)
+        elif ch == ":":
+            out.append(": ")
+        else:
+            out.append(ch)
+    return "".join(out)

@@ -15,7 +15,7 @@ from fhir_bridge.api.http import runtime
 from fhir_bridge.console import console
 from fhir_bridge.console.audit import audit_access
 from fhir_bridge.console.charts import chart
-from fhir_bridge.console.display import register
+from fhir_bridge.console.display import indent_json, register
 from fhir_bridge.console.outcome_adapter import measure_series
 from fhir_bridge.fhir.outcome import FhirError
 from fhir_bridge.mapping.referral_task import allowed_actions
@@ -165,7 +165,7 @@ def visit(session_id: str) -> str:
     return render_template(
         "visit.html",
         v=view,
-        record_text=stored.record.decode("utf-8", "replace"),
+        record_text=indent_json(stored.record.decode("utf-8", "replace")),
         patient=patient,
         deliveries=queries.visit_deliveries(rt, _as_refs(made)),
     )

@@ -85,3 +85,17 @@ def test_a_single_value_still_gets_a_readable_scale():
     c = chart(series)
     assert len(c.y_ticks) >= 3
     assert c.marks[0].x == (40 + WIDTH - 12) / 2
+
+
+def test_indenting_json_keeps_every_token_as_written():
+    import json
+
+    from fhir_bridge.console.display import indent_json
+
+    raw = '{"b":1.50,"a":[],"s":"x, {y}: \\"z\\"","n":{"k":[1,{}]}}'
+    shown = indent_json(raw)
+    assert "1.50" in shown
+    assert shown.index('"b"') < shown.index('"a"')  # order kept
+    assert json.loads(shown) == json.loads(raw)
+    assert '"x, {y}: \\"z\\""' in shown  # strings untouched
+    assert '"a": []' in shown
