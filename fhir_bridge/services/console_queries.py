@@ -199,7 +199,10 @@ def recent_audit_events(
     limit: int = 100,
 ) -> list[dict[str, Any]]:
     """AuditEvents newest first, by patient, agent (client id or ``user:<name>``) and day."""
-    params: list[tuple[str, str]] = [("_sort", "-date"), ("_count", str(MAX_OBSERVATIONS))]
+    # filtering by agent happens here (the agent is an identifier, not a searchable reference),
+    # so read further back only then
+    count = MAX_OBSERVATIONS if client_id else limit
+    params: list[tuple[str, str]] = [("_sort", "-date"), ("_count", str(count))]
     if patient_id:
         params.append(("entity", f"Patient/{patient_id}"))
     if on:
