@@ -108,16 +108,21 @@ def test_a_good_login_opens_every_page_with_a_safe_cookie_and_headers(client, id
         assert page.headers["Cache-Control"] == "no-store"
 
 
-def test_cookies_are_secure_outside_tests_and_development(runtime):
-    from fhir_bridge.app import create_app
-
-    secure = create_app(runtime=runtime)  # testing settings, http base: not Secure
-    assert secure.config["SESSION_COOKIE_SECURE"] is False
+def test_cookies_are_secure_outside_tests_and_development(app, settings):
     from dataclasses import replace
 
-    prod = create_app(runtime=replace(runtime, settings=replace(runtime.settings, testing=False)))
+    from flask import Flask
+
+    from fhir_bridge.console.setup import init_app
+
+    assert app.config["SESSION_COOKIE_SECURE"] is False  # tests over http
+    prod = Flask("prod")
+    init_app(prod, replace(settings, testing=False))
     assert prod.config["SESSION_COOKIE_SECURE"] is True
     assert prod.config["SESSION_COOKIE_NAME"].startswith("__Host-")
+    dev_https = Flask("dev")
+    init_app(dev_https, replace(settings, public_base_url="https://clinic.example.org"))
+    assert dev_https.config["SESSION_COOKIE_SECURE"] is True
 
 
 def test_a_wrong_password_gets_no_session(client, staff):
