@@ -239,6 +239,36 @@ def client_enable(client_id: str, change: str) -> Any:
     return redirect(url_for("console.partners"))
 
 
+@console.get("/payer-requests")
+@requires_admin
+def payer_requests() -> str:
+    """Payers' CDex data requests (Tasks) and how each was answered."""
+    tasks = queries.payer_requests(runtime())
+    audit_access("search", "Task", query="console:payer-requests")
+    return render_template("payer_requests.html", rows=[_request_row(t) for t in tasks])
+
+
+def _request_row(task: dict[str, Any]) -> dict[str, Any]:
+    code = (task.get("code", {}).get("coding") or [{}])[0].get("code", "")
+    asked = [
+        i.get("valueString")
+        or (i.get("valueCodeableConcept", {}).get("coding") or [{}])[0].get("code", "")
+        for i in task.get("input", [])
+    ]
+    answers = [o.get("valueReference", {}).get("reference", "") for o in task.get("output", [])]
+    return {
+        "id": task.get("id"),
+        "authored": task.get("authoredOn"),
+        "requester": task.get("requester", {}).get("reference")
+        or task.get("requester", {}).get("display", "-"),
+        "kind": code.removeprefix("data-request-") or "data-request",
+        "asked": [a for a in asked if a],
+        "status": task.get("status"),
+        "reason": task.get("statusReason", {}).get("text", ""),
+        "answers": [a for a in answers if a],
+    }
+
+
 @console.route("/audit", methods=["GET", "POST"])
 @requires_admin
 def audit_log() -> str:

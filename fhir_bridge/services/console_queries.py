@@ -218,3 +218,21 @@ def _agent_ids(event: dict[str, Any]) -> set[str]:
     return {
         str(a.get("who", {}).get("identifier", {}).get("value", "")) for a in event.get("agent", [])
     }
+
+
+#: CDex Task data-request codes (Da Vinci CDex 2.x ``cdex-temp``; HRex ``hrex-temp`` in older
+#: examples), as ``mapping.cdex.is_data_request`` recognises them
+DATA_REQUEST_CODES = (
+    "http://hl7.org/fhir/us/davinci-cdex/CodeSystem/cdex-temp|data-request-query",
+    "http://hl7.org/fhir/us/davinci-cdex/CodeSystem/cdex-temp|data-request-code",
+    "http://hl7.org/fhir/us/davinci-hrex/CodeSystem/hrex-temp|data-request",
+)
+
+
+def payer_requests(runtime: Runtime, *, limit: int = 50) -> list[dict[str, Any]]:
+    """Payers' CDex data-request Tasks and their answers, newest first."""
+    codes = ",".join(c.replace(",", "\\,") for c in DATA_REQUEST_CODES)
+    query = parse_search(
+        "Task", [("code", codes), ("_sort", "-authored-on"), ("_count", str(limit))]
+    )
+    return [s.resource for s in resources.search(runtime, query, CLINIC_SCOPE).matches]

@@ -145,3 +145,20 @@ def test_the_audit_log_filters_by_user(client, seeded):
     )
     assert "user:therapist" in html
     assert "user:admin" not in html.split("audit-events", 1)[1]
+
+
+def test_payer_requests_show_each_cdex_task_and_its_answer(app, runtime):
+    from tests.api.test_cdex import data_request, payer, post_task
+    from tests.api.test_documentation import build_reviewed
+
+    app, _, org = build_reviewed(runtime, app)
+    add_staff(runtime)
+    query = data_request("query", {"valueString": "Observation?code=http://loinc.org|72514-3"})
+    assert post_task(app, payer(app, org), query).status_code == 201
+    client = app.test_client()
+    login(client, "admin")
+    html = client.get("/payer-requests").get_data(as_text=True)
+    assert "Observation?code=http://loinc.org|72514-3" in html
+    assert "completed" in html
+    login(client, "desk")
+    assert client.get("/payer-requests").status_code == 403

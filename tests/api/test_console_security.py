@@ -25,9 +25,10 @@ PAGES = [
     "/partners",
     "/partners/new",
     "/clients/new",
+    "/payer-requests",
     "/audit",
 ]
-ADMIN_PAGES = ["/partners", "/partners/new", "/clients/new", "/audit"]
+ADMIN_PAGES = ["/partners", "/partners/new", "/clients/new", "/payer-requests", "/audit"]
 #: query-string keys a console link may carry: filters and cursors, never PHI
 ALLOWED_QUERY_KEYS = {"status", "after", "partner", "since", "before"}
 

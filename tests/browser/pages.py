@@ -92,3 +92,10 @@ def axe_violations(driver: Any) -> list[dict[str, Any]]:
 def describe(found: dict[str, list[dict[str, Any]]]) -> str:
     """Violations per page, readable in a failure message."""
     return json.dumps({page: v for page, v in found.items() if v}, indent=2)
+
+
+def submit_and_wait(driver: Any, button: Any, timeout: float = 15) -> None:
+    """Click a button that loads a new page, and wait until the old page is gone."""
+    old = driver.find_element(By.TAG_NAME, "html")
+    button.click()
+    WebDriverWait(driver, timeout).until(ec.staleness_of(old))

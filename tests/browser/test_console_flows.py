@@ -12,7 +12,7 @@ import requests
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
-from tests.browser.pages import text, ui_login, wait_for
+from tests.browser.pages import submit_and_wait, text, ui_login, wait_for
 from tests.support.console import SAMPLES, add_staff, dead_letter, seed
 from tests.support.tokens import bearer
 
@@ -27,11 +27,11 @@ def seeded(live):
 def test_login_then_accept_a_new_referral(seeded, browser):
     ui_login(browser, seeded.url, "desk")
     assert "Desk User" in text(browser)
-    browser.find_element(By.LINK_TEXT, "Referrals").click()
+    submit_and_wait(browser, browser.find_element(By.LINK_TEXT, "Referrals"))
     Select(wait_for(browser, "#status")).select_by_value("requested")
-    browser.find_element(By.CSS_SELECTOR, "form.filters button").click()
-    wait_for(browser, "table tbody a").click()
-    wait_for(browser, "#accept").click()
+    submit_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "form.filters button"))
+    submit_and_wait(browser, wait_for(browser, "table tbody a"))
+    submit_and_wait(browser, wait_for(browser, "#accept"))
     assert "Referral accepted." in wait_for(browser, ".flash-ok").text
     referral_id = browser.current_url.rsplit("/", 1)[1]
     api = seeded.app.test_client().get(f"/api/v1/referrals/{referral_id}").get_json()
@@ -59,9 +59,9 @@ def test_a_visit_documented_through_the_api_appears_with_its_chart(seeded, brows
     )
     assert resp.status_code == 201, resp.text
     browser.get(seeded.url + "/")
-    wait_for(browser, "a[href='/visits/MMC-2026-000299']").click()
+    submit_and_wait(browser, wait_for(browser, "a[href='/visits/MMC-2026-000299']"))
     assert "Billing units" in text(browser)
-    browser.find_element(By.CSS_SELECTOR, "p.meta a").click()  # the patient
+    submit_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "p.meta a"))  # the patient
     charts = browser.find_elements(By.CSS_SELECTOR, "figure.chart svg")
     assert charts
     pain = next(
@@ -76,9 +76,9 @@ def test_a_failing_delivery_is_seen_and_resent(seeded, browser):
     pk = dead_letter(seeded.runtime)
     ui_login(browser, seeded.url, "desk")
     assert "Procedure.performer is required" in text(browser)
-    wait_for(browser, f"a[href='/deliveries/{pk}']").click()
+    submit_and_wait(browser, wait_for(browser, f"a[href='/deliveries/{pk}']"))
     assert "HTTP 400" in text(browser)
-    wait_for(browser, "#resend").click()
+    submit_and_wait(browser, wait_for(browser, "#resend"))
     assert "queued again" in wait_for(browser, ".flash-ok").text
     assert "pending" in browser.find_element(By.CSS_SELECTOR, "h1 .badge").text
     api = seeded.app.test_client().get(f"/api/v1/deliveries/{pk}").get_json()
@@ -87,13 +87,13 @@ def test_a_failing_delivery_is_seen_and_resent(seeded, browser):
 
 def test_register_a_payer_client_and_find_its_accesses_in_the_audit_log(seeded, browser):
     ui_login(browser, seeded.url, "admin")
-    browser.find_element(By.LINK_TEXT, "Partners & clients").click()
-    browser.find_element(By.LINK_TEXT, "Register a client").click()
+    submit_and_wait(browser, browser.find_element(By.LINK_TEXT, "Partners & clients"))
+    submit_and_wait(browser, browser.find_element(By.LINK_TEXT, "Register a client"))
     wait_for(browser, "#client_id").send_keys("acme-review")
     browser.find_element(By.ID, "name").send_keys("Acme Health claims review")
     Select(browser.find_element(By.ID, "role")).select_by_value("payer")
     browser.find_element(By.ID, "organization").send_keys("Organization/org-payer-acme-health")
-    browser.find_element(By.ID, "register-client").click()
+    submit_and_wait(browser, browser.find_element(By.ID, "register-client"))
     pem = wait_for(browser, "#private-key").text
     jwks = json.loads(browser.find_element(By.ID, "jwks-out").text)
     token_url = f"{seeded.url}/auth/token"
@@ -131,9 +131,9 @@ def test_register_a_payer_client_and_find_its_accesses_in_the_audit_log(seeded, 
     )
     assert search.status_code == 200
 
-    browser.find_element(By.LINK_TEXT, "Audit log").click()
+    submit_and_wait(browser, browser.find_element(By.LINK_TEXT, "Audit log"))
     wait_for(browser, "#client").send_keys("acme-review")
-    browser.find_element(By.CSS_SELECTOR, "form.filters button").click()
+    submit_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "form.filters button"))
     rows = wait_for(browser, "#audit-events").text
     assert "acme-review" in rows
     assert "login" in rows  # the token request (DICOM 110122 Login)

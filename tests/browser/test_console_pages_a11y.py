@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 from selenium.webdriver.common.by import By
 
-from tests.browser.pages import axe_violations, describe, screenshot, ui_login, wait_for
+from tests.browser.pages import (
+    axe_violations,
+    describe,
+    screenshot,
+    submit_and_wait,
+    ui_login,
+    wait_for,
+)
 from tests.support.console import PASSWORDS, add_staff, dead_letter, follow_up_visits, seed
 
 
@@ -36,6 +43,7 @@ PAGES = {
     "partners": "/partners",
     "partner-new": "/partners/new",
     "client-new": "/clients/new",
+    "payer-requests": "/payer-requests",
     "audit": "/audit",
 }
 
@@ -60,14 +68,14 @@ def test_every_page_is_screenshotted_and_has_no_serious_accessibility_violation(
     # the search results and a registered client's handover page
     browser.get(f"{live.url}/patients")
     wait_for(browser, "#q").send_keys("Lindqvist")
-    browser.find_element(By.CSS_SELECTOR, "form.filters button").click()
+    submit_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "form.filters button"))
     wait_for(browser, "table tbody a")
     check("patients-found")
     browser.get(f"{live.url}/clients/new")
     wait_for(browser, "#client_id").send_keys("acme-review")
     browser.find_element(By.ID, "name").send_keys("Acme Health claims review")
     browser.find_element(By.ID, "organization").send_keys("Organization/org-payer-acme-health")
-    browser.find_element(By.ID, "register-client").click()
+    submit_and_wait(browser, browser.find_element(By.ID, "register-client"))
     wait_for(browser, "#jwks-out")
     check("client-created")
     # what a front-desk user meets on an admin page
