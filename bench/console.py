@@ -12,6 +12,7 @@ Goal (issue 15): every page's p95 <= 100 ms. Prints a table and PASS/FAIL; exit 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import sys
@@ -125,8 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-console-audit-") as spool:
         times = measure(url, args.patients, args.requests, Path(spool))
     backend = url.split(":", 1)[0]
-    print(f"\nconsole pages, {args.patients:,} patients x {args.visits} visits, {backend}, "
-          f"{args.requests} requests each, server time in-process (ms)")  # fmt: skip
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(
+        f"\nconsole pages, {args.patients:,} patients x {args.visits} visits, {backend}, "
+        f"{args.requests} requests each, server time in-process (ms), load average {load}"
+    )
     print(f"{'page':32} {'p50':>8} {'p95':>8} {'max':>8}")
     failed = False
     for name, samples in times.items():

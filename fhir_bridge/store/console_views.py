@@ -40,18 +40,23 @@ def count_sessions_documented_since(session: Session, since: datetime) -> int:
 
 
 def failing_deliveries(session: Session, limit: int) -> list[DeliveryRow]:
-    """Dead letters and deliveries that have failed at least once and wait for a retry."""
-    pks = session.scalars(
+    """Dead letters and deliveries that have failed at least once and wait for a retry.
+
+    Two index-served reads merged here (an OR across them would scan the table).
+    """
+    dead = session.scalars(
         select(Delivery.pk)
-        .where(
-            or_(
-                Delivery.status == "dead",
-                and_(Delivery.status == "pending", Delivery.first_failed_at.is_not(None)),
-            )
-        )
+        .where(Delivery.status == "dead")
         .order_by(Delivery.pk.desc())
         .limit(limit)
     ).all()
+    retrying = session.scalars(
+        select(Delivery.pk)
+        .where(Delivery.status == "pending", Delivery.first_failed_at.is_not(None))
+        .order_by(Delivery.pk.desc())
+        .limit(limit)
+    ).all()
+    pks = sorted({*dead, *retrying}, reverse=True)[:limit]
     store = DeliveryStore(session)
     return [d for d in (store.get(pk) for pk in pks) if d is not None]
 
