@@ -62,6 +62,7 @@ bench: install
 	$(BIN)/python -m bench.run || status=1; \
 	$(BIN)/python -m bench.auth || status=1; \
 	$(BIN)/python -m bench.deliveries || status=1; \
+	$(BIN)/python -m bench.console || status=1; \
 	exit $$status
 
 clean:

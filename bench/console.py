@@ -23,6 +23,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from bench import console_dataset as data
+from bench.databases import ensure_database
 from fhir_bridge.app import create_app
 from fhir_bridge.services import staff_users
 from fhir_bridge.services.runtime import build_runtime
@@ -43,6 +44,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 def prepare(url: str, patients: int, visits: int) -> None:
     """Migrate and load the store unless it already holds the sessions wanted."""
+    ensure_database(url)
     rt = build_runtime(Settings(database_url=url))
     try:
         upgrade(rt.engine)

@@ -116,7 +116,7 @@ def resend_dead() -> Any:
     rt = runtime()
     partner = request.form.get("partner") or None
     done = 0
-    while True:
+    for _ in range(1000):  # pages of 200; bounded even if rows keep dying meanwhile
         dead = delivery_service.list_deliveries(
             rt, delivery_service.DeliveryQuery(partner_key=partner, status="dead", limit=200)
         )
