@@ -23,6 +23,7 @@ from fhir_bridge.security.keygen import es384_key_pair
 from fhir_bridge.services import clients as client_service
 from fhir_bridge.services import console_queries as queries
 from fhir_bridge.services import deliveries as delivery_service
+from fhir_bridge.services import partner_check
 from fhir_bridge.services import partners as partner_service
 from fhir_bridge.store.clients import ClientExists
 
@@ -183,6 +184,18 @@ def partner_enable(key: str, change: str) -> Any:
     except partner_service.UnknownPartner:
         abort(404)
     flash(f"Partner {key} {change}d.", "ok")
+    return redirect(url_for("console.partners"))
+
+
+@console.post("/partners/<key>/test")
+@requires_admin
+def partner_test(key: str) -> Any:
+    """Test the partner's connection: auth, then its CapabilityStatement."""
+    try:
+        result = partner_check.check_partner(runtime(), key)
+    except partner_service.UnknownPartner:
+        abort(404)
+    flash(f"{key}: {result.message}", "ok" if result.ok else "error")
     return redirect(url_for("console.partners"))
 
 

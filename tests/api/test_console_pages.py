@@ -162,3 +162,27 @@ def test_payer_requests_show_each_cdex_task_and_its_answer(app, runtime):
     assert "completed" in html
     login(client, "desk")
     assert client.get("/payer-requests").status_code == 403
+
+
+def test_an_admin_tests_a_partners_connection(client, runtime, seeded):
+    import responses
+
+    dead_letter(runtime)  # registers partner "northside"
+    login(client, "admin")
+    metadata = "https://ehr.northside.example.org/fhir/metadata"
+    with responses.RequestsMock() as mock:
+        mock.get(
+            metadata,
+            json={
+                "resourceType": "CapabilityStatement",
+                "fhirVersion": "4.0.1",
+                "software": {"name": "Northside EHR"},
+            },
+        )
+        post_form(client, "/partners/northside/test", {}, page="/partners")
+        shown = client.get("/partners").get_data(as_text=True)
+        assert "northside: Connected: FHIR 4.0.1, Northside EHR" in shown
+        mock.replace(responses.GET, metadata, status=503)
+        post_form(client, "/partners/northside/test", {}, page="/partners")
+        assert "answered HTTP 503" in client.get("/partners").get_data(as_text=True)
+    assert post_form(client, "/partners/nobody/test", {}, page="/partners").status_code == 404
