@@ -45,7 +45,7 @@ def _delivery_query() -> delivery_service.DeliveryQuery:
         partner_key=request.args.get("partner") or None,
         status=status,
         since=since,
-        before_pk=int(before) if before.isdigit() else None,
+        before_pk=int(before) if before.isdigit() and len(before) < 16 else None,
         limit=PAGE + 1,
     )
 
@@ -74,7 +74,7 @@ def _delivery(delivery_id: int) -> delivery_service.DeliveryRow:
         abort(404)
 
 
-@console.get("/deliveries/<int:delivery_id>")
+@console.get("/deliveries/<int(max=9007199254740991):delivery_id>")
 def delivery(delivery_id: int) -> str:
     """One delivery: attempts, last status and error, the partner's OperationOutcome."""
     row = _delivery(delivery_id)
@@ -87,7 +87,7 @@ def delivery(delivery_id: int) -> str:
     )
 
 
-@console.get("/deliveries/<int:delivery_id>/payload")
+@console.get("/deliveries/<int(max=9007199254740991):delivery_id>/payload")
 @requires_admin
 def delivery_payload(delivery_id: int) -> str:
     """The Bundle as sent: PHI, for clinic admins only, audited."""
@@ -98,7 +98,7 @@ def delivery_payload(delivery_id: int) -> str:
     return render_template("payload.html", d=row, payload=pretty)
 
 
-@console.post("/deliveries/<int:delivery_id>/resend")
+@console.post("/deliveries/<int(max=9007199254740991):delivery_id>/resend")
 def resend(delivery_id: int) -> Any:
     """Requeue one dead letter."""
     try:

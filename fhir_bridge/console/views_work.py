@@ -56,7 +56,7 @@ def referrals() -> str:
     rows, patients = queries.referral_inbox(
         runtime(),
         status=status or None,
-        after_pk=int(after) if after.isdigit() else None,
+        after_pk=int(after) if after.isdigit() and len(after) < 16 else None,
         limit=PAGE + 1,
     )
     audit_access("search", "ServiceRequest", query=f"console:referrals?status={status}")

@@ -258,3 +258,16 @@ def test_the_api_never_gets_a_console_cookie(client, staff):
     # a console session cookie is no credential for the API
     resp = client.get("/api/v1/referrals", headers={"Authorization": None})
     assert resp.status_code == 401
+
+
+def test_odd_ids_and_cursors_are_404s_or_ignored_never_500s(client, staff):
+    login(client, "admin")
+    huge = "9" * 30
+    assert client.get(f"/deliveries/{huge}").status_code == 404
+    assert client.get(f"/deliveries/{huge}/payload").status_code == 404
+    assert client.get(f"/referrals?after={huge}").status_code == 200
+    assert client.get(f"/deliveries?before={huge}&since=yesterday&status=bogus").status_code == 200
+    assert client.get("/referrals/no-such-referral").status_code == 404
+    assert client.get("/patients/no-such-patient").status_code == 404
+    resp = post_form(client, "/referrals/no-such-referral/accept", {})
+    assert resp.status_code == 404
