@@ -78,34 +78,30 @@ def list_() -> None:
         rt.dispose()
 
 
-@users.command("disable")
-@click.argument("username")
-def disable(username: str) -> None:
-    """Refuse the user's logins and end their open sessions."""
+def _set_enabled(username: str, enabled: bool) -> None:
     from fhir_bridge.services import staff_users
 
     rt = _runtime()
     try:
-        if not staff_users.set_enabled(rt, username, False):
+        if not staff_users.set_enabled(rt, username, enabled):
             raise click.ClickException(f"no user {username}")
     finally:
         rt.dispose()
-    click.echo(f"{username} disabled")
+    click.echo(f"{username} {'enabled' if enabled else 'disabled'}")
+
+
+@users.command("disable")
+@click.argument("username")
+def disable(username: str) -> None:
+    """Refuse the user's logins and end their open sessions."""
+    _set_enabled(username, False)
 
 
 @users.command("enable")
 @click.argument("username")
 def enable(username: str) -> None:
     """Let a disabled user log in again."""
-    from fhir_bridge.services import staff_users
-
-    rt = _runtime()
-    try:
-        if not staff_users.set_enabled(rt, username, True):
-            raise click.ClickException(f"no user {username}")
-    finally:
-        rt.dispose()
-    click.echo(f"{username} enabled")
+    _set_enabled(username, True)
 
 
 @users.command("reset-password")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -10,7 +9,8 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from fhir_bridge.store.models import SigningKey, StaffUser
+from fhir_bridge.store.models import StaffUser
+from fhir_bridge.store.signing_keys import named_secret
 
 #: the signing_key row the console's session cookies and CSRF tokens are signed with
 CONSOLE_KEY = "console-session"
@@ -145,16 +145,4 @@ class StaffUserStore:
 
     def console_secret(self, *, now: datetime) -> str:
         """The console's cookie-signing secret, made on first use (shared by every process)."""
-        found = self.session.scalar(select(SigningKey.secret).where(SigningKey.name == CONSOLE_KEY))
-        if found:
-            return found
-        try:
-            with self.session.begin_nested():
-                self.session.execute(
-                    insert(SigningKey).values(
-                        name=CONSOLE_KEY, secret=secrets.token_urlsafe(48), created_at=now
-                    )
-                )
-        except IntegrityError:
-            pass  # another process made it first
-        return self.session.scalar(select(SigningKey.secret).where(SigningKey.name == CONSOLE_KEY))
+        return named_secret(self.session, CONSOLE_KEY, now=now)
