@@ -32,9 +32,20 @@ $(PEER_STAMP): $(PEER)/package-lock.json
 
 install: $(STAMP) $(PEER_STAMP)
 
+# the clinic console's development logins (created only when absent; never use them anywhere real)
+DEV_ADMIN_PASSWORD ?= dev-admin-password
+DEV_DESK_PASSWORD  ?= dev-desk-password
+
 run: install
 	$(BIN)/fhir-bridge db upgrade
 	$(BIN)/fhir-bridge load sample_bundles --if-empty
+	$(BIN)/fhir-bridge demo-data sample_bundles --if-empty
+	@echo '$(DEV_ADMIN_PASSWORD)' | $(BIN)/fhir-bridge users add dev-admin --name "Dev Admin" \
+		--role clinic-admin --password-stdin --if-absent >/dev/null
+	@echo '$(DEV_DESK_PASSWORD)' | $(BIN)/fhir-bridge users add dev-desk --name "Dev Front Desk" \
+		--role front-desk --password-stdin --if-absent >/dev/null
+	@echo "Clinic console: http://127.0.0.1:8080/"
+	@echo "  development logins: dev-admin / $(DEV_ADMIN_PASSWORD) (clinic admin), dev-desk / $(DEV_DESK_PASSWORD) (front desk)"
 	# development mode: requests without a token act as an admin (never set it in production)
 	FHIR_BRIDGE_DEV_OPEN_ACCESS=true $(BIN)/fhir-bridge serve --host 127.0.0.1 --port 8080
 
@@ -53,6 +64,7 @@ bench: install
 	$(BIN)/python -m bench.auth || status=1; \
 	$(BIN)/python -m bench.deliveries || status=1; \
 	$(BIN)/python -m bench.progress_report || status=1; \
+	$(BIN)/python -m bench.console || status=1; \
 	exit $$status
 
 clean:

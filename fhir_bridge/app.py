@@ -68,6 +68,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.register_blueprint(progress_reports_api)
     app.register_blueprint(partners_api)
     app.register_blueprint(deliveries_api)
+
+    from fhir_bridge import console
+
+    console.init_app(app, settings)  # the clinic console: its own login, pages at /
     return app
 
 

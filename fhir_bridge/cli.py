@@ -15,8 +15,10 @@ import click
 
 from fhir_bridge.commands.clients import clients
 from fhir_bridge.commands.deliveries import deliveries, worker
+from fhir_bridge.commands.demo import demo_data
 from fhir_bridge.commands.partners import partners
 from fhir_bridge.commands.poll import poll
+from fhir_bridge.commands.users import users
 from fhir_bridge.settings import Settings, SettingsError
 
 
@@ -40,6 +42,8 @@ main.add_command(deliveries)
 main.add_command(partners)
 main.add_command(clients)
 main.add_command(poll)
+main.add_command(users)
+main.add_command(demo_data)
 
 
 @main.group()

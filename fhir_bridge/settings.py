@@ -97,6 +97,11 @@ class Settings:
     worker_idle_seconds: float = 5.0
     #: where to POST a JSON alert when a partner starts failing (empty: ERROR log line only)
     alert_webhook_url: str = ""
+    # the clinic console
+    #: a console session unused this long ends (the user logs in again)
+    console_idle_minutes: int = 30
+    #: a console session ends this long after login, used or not
+    console_session_hours: int = 12
 
     def __post_init__(self) -> None:
         """Refuse delivery settings the worker cannot use, naming the variable."""

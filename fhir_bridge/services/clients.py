@@ -12,6 +12,7 @@ from fhir_bridge.security.scopes import parse_scope
 from fhir_bridge.security.tokens import parse_jwks
 from fhir_bridge.services.authorization import utcnow
 from fhir_bridge.services.runtime import Runtime
+from fhir_bridge.store.clients import ClientExists as ClientExists
 from fhir_bridge.store.clients import ClientRow, ClientStore
 from fhir_bridge.store.db import read_session, write_session
 

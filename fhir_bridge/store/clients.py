@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -12,7 +11,8 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from fhir_bridge.store.models import ApiClient, AssertionJti, SigningKey
+from fhir_bridge.store.models import ApiClient, AssertionJti
+from fhir_bridge.store.signing_keys import named_secret
 
 ACCESS_TOKEN_KEY = "access-token"
 
@@ -167,20 +167,4 @@ class ClientStore:
 
     def signing_secret(self, *, now: datetime) -> str:
         """The access-token secret, made on first use (every process of the store shares it)."""
-        found = self.session.scalar(
-            select(SigningKey.secret).where(SigningKey.name == ACCESS_TOKEN_KEY)
-        )
-        if found:
-            return found
-        try:
-            with self.session.begin_nested():
-                self.session.execute(
-                    insert(SigningKey).values(
-                        name=ACCESS_TOKEN_KEY, secret=secrets.token_urlsafe(48), created_at=now
-                    )
-                )
-        except IntegrityError:
-            pass  # another process made it first
-        return self.session.scalar(
-            select(SigningKey.secret).where(SigningKey.name == ACCESS_TOKEN_KEY)
-        )
+        return named_secret(self.session, ACCESS_TOKEN_KEY, now=now)

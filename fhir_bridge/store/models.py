@@ -190,6 +190,8 @@ class ClinicSession(Base):
     __table_args__ = (
         UniqueConstraint("session_id"),
         Index(None, "patient_mrn", "pk"),
+        #: the console's "documented today" (migration 0008)
+        Index(None, "updated_at"),
     )
 
     pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -396,3 +398,29 @@ class SigningKey(Base):
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     secret: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class StaffUser(Base):
+    """A person who logs in to the clinic console: front desk, therapist or clinic admin.
+
+    Only an argon2 hash of the password is kept. ``session_epoch`` is written into every
+    console session cookie: a password reset or a disable bumps it, which ends every session
+    the user had open. Repeated failed logins lock the account until ``locked_until``.
+    """
+
+    __tablename__ = "staff_user"
+    __table_args__ = (UniqueConstraint("username"),)
+
+    pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64))
+    display_name: Mapped[str] = mapped_column(String(200))
+    #: front-desk | therapist | clinic-admin
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(256))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    session_epoch: Mapped[int] = mapped_column(Integer, default=1)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    last_login_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
