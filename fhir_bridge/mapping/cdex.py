@@ -106,6 +106,13 @@ def read_request(task: dict[str, Any], own_base: str | None = None) -> DataReque
         raise NotADataRequest
     if task.get("intent") != "order":
         raise RequestProblem("A CDex data request has intent 'order'", "Task.intent")
+    if task.get("status") != "requested":
+        # the official examples of answered Tasks (completed, with output) are not new requests
+        raise RequestProblem(
+            "A new CDex data request has status 'requested': the data source sets the others "
+            "(accepted, in-progress, completed, rejected, failed) when it answers",
+            "Task.status",
+        )
     codes = _codings(task.get("code"))
     wanted = next((c for s, c in codes if s == CDEX_TEMP), None)
     queries, doc_codes, questionnaires = [], [], 0

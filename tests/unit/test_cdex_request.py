@@ -99,3 +99,13 @@ def test_an_hrex_request_with_only_a_questionnaire_input_is_unsupported():
     body = task({"identifier": MEMBER}, what="questionnaire")
     body["code"] = {"coding": [{"system": HREX_TEMP, "code": "data-request"}]}
     assert read_request(body).unsupported is not None
+
+
+@pytest.mark.parametrize("status", ["completed", "in-progress", "draft", None, 7])
+def test_only_a_requested_task_is_a_new_request(status):
+    """The official examples of answered Tasks (completed, with output) are not new requests."""
+    body = task({"reference": "Patient/p-1"})
+    body["status"] = status
+    with pytest.raises(RequestProblem) as problem:
+        read_request(body)
+    assert problem.value.expression == "Task.status"
