@@ -42,7 +42,7 @@ DOCUMENT_TYPES = {
 class DataRequest:
     """What a CDex Task asks: a query or a document code, for one patient."""
 
-    kind: str  # "query" | "code" | "questionnaire" (unsupported)
+    kind: str  # "query" | "code" | "other" (unsupported: a questionnaire, an unknown input)
     query: str | None
     code: str | None
     patient_reference: str | None
@@ -51,6 +51,9 @@ class DataRequest:
     unsupported: str | None = None
 
 
+#: inputs that qualify a request rather than say what is asked (CDex Task Data Request: POU,
+#: signature; attachment requests also send these)
+AUXILIARY_INPUTS = frozenset({"purpose-of-use", "signature-flag", "service-date", "payer-url"})
 QUESTIONNAIRE_UNSUPPORTED = (
     "Questionnaire data requests (DTR, input type questionnaire) are not supported: ask with "
     "data-request-query (a FHIR query) or data-request-code (a LOINC document type)"
@@ -115,30 +118,10 @@ def read_request(task: dict[str, Any], own_base: str | None = None) -> DataReque
         )
     codes = _codings(task.get("code"))
     wanted = next((c for s, c in codes if s == CDEX_TEMP), None)
-    queries, doc_codes, questionnaires = [], [], 0
-    inputs = task.get("input")
-    for i, inp in enumerate(inputs if isinstance(inputs, list) else []):
-        if not isinstance(inp, dict):
-            continue
-        kinds = set(_codings(inp.get("type")))
-        if any(c == "data-query" for _, c in kinds):
-            if not isinstance(inp.get("valueString"), str) or not inp["valueString"].strip():
-                raise RequestProblem("The data-query input needs a valueString", f"Task.input[{i}]")
-            queries.append(inp["valueString"].strip())
-        elif any(c == "data-code" for _, c in kinds):
-            loinc = [c for s, c in _codings(inp.get("valueCodeableConcept")) if s == LOINC]
-            doc_codes.append(loinc[0] if loinc else None)
-        elif (SDC_TEMP, "questionnaire") in kinds:
-            questionnaires += 1
-    if wanted == QUESTIONNAIRE or (questionnaires and not queries and not doc_codes):
-        return DataRequest(
-            kind="questionnaire",
-            query=None,
-            code=None,
-            patient_reference=None,
-            patient_identifier=None,
-            unsupported=QUESTIONNAIRE_UNSUPPORTED,
-        )
+    queries, doc_codes, others = _inputs(task.get("input"))
+    if wanted == QUESTIONNAIRE or (others and not queries and not doc_codes):
+        what = ["questionnaire"] if wanted == QUESTIONNAIRE else others
+        return DataRequest("other", None, None, None, None, unsupported=_unsupported(what))
     if len(queries) + len(doc_codes) != 1:
         raise RequestProblem("Exactly one data-query or data-code input is required", "Task.input")
     kind = "query" if queries else "code"
@@ -151,6 +134,41 @@ def read_request(task: dict[str, Any], own_base: str | None = None) -> DataReque
         code=doc_codes[0] if doc_codes else None,
         patient_reference=reference,
         patient_identifier=identifier,
+    )
+
+
+def _inputs(inputs: Any) -> tuple[list[str], list[str | None], list[str]]:
+    """(queries, LOINC document codes, type codes of other "what" inputs) of ``Task.input``.
+
+    A document request with no LOINC coding (free text) gives None: answered "unsupported".
+    """
+    queries: list[str] = []
+    doc_codes: list[str | None] = []
+    others: list[str] = []
+    for i, inp in enumerate(inputs if isinstance(inputs, list) else []):
+        if not isinstance(inp, dict):
+            continue
+        kinds = [c for _, c in _codings(inp.get("type"))]
+        if "data-query" in kinds:
+            if not isinstance(inp.get("valueString"), str) or not inp["valueString"].strip():
+                raise RequestProblem("The data-query input needs a valueString", f"Task.input[{i}]")
+            queries.append(inp["valueString"].strip())
+        elif "data-code" in kinds:
+            loinc = [c for s, c in _codings(inp.get("valueCodeableConcept")) if s == LOINC]
+            doc_codes.append(loinc[0] if loinc else None)
+        else:
+            others.extend(c for c in kinds if isinstance(c, str) and c not in AUXILIARY_INPUTS)
+    return queries, doc_codes, others
+
+
+def _unsupported(types: list[str]) -> str:
+    """Why a request whose only "what" input is of a type the bridge does not answer is refused."""
+    shown = ", ".join(t[:64] for t in sorted(set(types))[:5])
+    if "questionnaire" in types:
+        return QUESTIONNAIRE_UNSUPPORTED
+    return (
+        f"Input type {shown} is not supported: ask with a data-query (a FHIR query) or a "
+        "data-code (a LOINC document type) input"
     )
 
 

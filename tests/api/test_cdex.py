@@ -226,24 +226,38 @@ def test_task_for_that_names_no_patient_is_a_422(reviewed, reference):
     assert resp.get_json()["issue"][0]["expression"] == ["Task.for"]
 
 
-def test_a_questionnaire_request_is_stored_rejected_with_the_reason(reviewed):
-    """CDex 2.1 data-request-questionnaire (a DTR Questionnaire): answered, never left open."""
+@pytest.mark.parametrize(
+    ("code", "input_type", "value", "reason"),
+    [
+        # CDex 2.1 data-request-questionnaire (a DTR Questionnaire)
+        (
+            "data-request-questionnaire",
+            {"system": "http://hl7.org/fhir/uv/sdc/CodeSystem/temp", "code": "questionnaire"},
+            {"valueCanonical": "http://example.org/cdex-questionnaire-example1"},
+            "Questionnaire data requests (DTR, input type questionnaire) are not supported",
+        ),
+        # an input type the bridge does not know (not a real CDex code: made up for the test)
+        (
+            "data-request-code",
+            {"system": CDEX_TEMP, "code": "made-up-input"},
+            {"valueString": "x"},
+            "Input type made-up-input is not supported",
+        ),
+    ],
+)
+def test_a_request_of_an_unsupported_kind_is_stored_rejected_with_the_reason(
+    reviewed, code, input_type, value, reason
+):
+    """Answered at once, never left 'requested' for the payer to poll forever."""
     app, _, org = reviewed
     body = data_request("query", QUERY)
-    body["code"]["coding"][0]["code"] = "data-request-questionnaire"
-    body["input"][0] = {
-        "type": {
-            "coding": [
-                {"system": "http://hl7.org/fhir/uv/sdc/CodeSystem/temp", "code": "questionnaire"}
-            ]
-        },
-        "valueCanonical": "http://example.org/cdex-questionnaire-example1",
-    }
+    body["code"]["coding"][0]["code"] = code
+    body["input"][0] = {"type": {"coding": [input_type]}, **value}
     resp = post_task(app, payer(app, org), body)
     assert resp.status_code == 201, resp.get_json()
     task = resp.get_json()
     assert task["status"] == "rejected"
-    assert "Questionnaire data requests" in task["statusReason"]["text"]
+    assert task["statusReason"]["text"].startswith(reason)
     assert "for" not in task  # a refusal joins no patient's compartment
     polled = app.test_client().get(f"/fhir/Task/{task['id']}", headers=payer(app, org))
     assert polled.get_json()["status"] == "rejected"

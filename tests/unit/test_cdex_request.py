@@ -91,8 +91,8 @@ def test_without_an_own_base_no_absolute_url_is_local():
 )
 def test_a_questionnaire_request_is_read_as_unsupported(code, what):
     request = read_request(task({"reference": "Patient/p-1"}, code=code, what=what))
-    assert request.kind == "questionnaire"
-    assert "not supported" in (request.unsupported or "")
+    assert request.kind == "other"
+    assert "Questionnaire data requests" in (request.unsupported or "")
 
 
 def test_an_hrex_request_with_only_a_questionnaire_input_is_unsupported():
@@ -109,3 +109,30 @@ def test_only_a_requested_task_is_a_new_request(status):
     with pytest.raises(RequestProblem) as problem:
         read_request(body)
     assert problem.value.expression == "Task.status"
+
+
+def test_an_input_type_the_bridge_does_not_know_is_unsupported_and_named():
+    body = task({"reference": "Patient/p-1"}, code="data-request-code")
+    body["input"][0] = {
+        "type": {"coding": [{"system": CDEX_TEMP, "code": "data-image"}]},
+        "valueString": "x-ray",
+    }
+    request = read_request(body)
+    assert request.unsupported is not None
+    assert request.unsupported.startswith("Input type data-image is not supported")
+
+
+def test_only_qualifying_inputs_are_a_problem_at_task_input():
+    """Purpose of use alone asks for nothing: malformed (422), not an unsupported kind."""
+    body = task({"reference": "Patient/p-1"})
+    body["input"][0]["type"]["coding"][0] = {"system": CDEX_TEMP, "code": "purpose-of-use"}
+    with pytest.raises(RequestProblem) as problem:
+        read_request(body)
+    assert problem.value.expression == "Task.input"
+
+
+@pytest.mark.parametrize("odd", [{}, [], 7, None, {"a": [1]}])
+def test_odd_json_in_input_types_never_raises_anything_but_a_request_problem(odd):
+    body = task({"reference": "Patient/p-1"})
+    body["input"].append({"type": {"coding": [{"system": odd, "code": odd}]}})
+    assert read_request(body).kind == "query"
