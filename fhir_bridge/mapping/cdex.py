@@ -6,7 +6,8 @@ or ``cdex-temp#data-request-code`` (input: a LOINC document type); older HRex ex
 The bridge answers at once: ``completed`` with ``output`` (a contained searchset Bundle, or a
 contained DocumentReference), or ``rejected`` / ``failed`` with ``statusReason.text``. A data
 request the bridge cannot answer by its kind (``data-request-questionnaire``, a DTR
-Questionnaire input) is read as :attr:`DataRequest.unsupported` and stored ``rejected``.
+Questionnaire input, an input type it does not know) is read as
+:attr:`DataRequest.unsupported` and stored ``rejected`` with that reason.
 
 ``Task.for`` may be ``Patient/<id>``, an absolute ``<base>/Patient/<id>`` (as the official CDex
 examples send) or an identifier (a member number). An absolute URL counts as ``Patient/<id>``
@@ -24,9 +25,9 @@ from urllib.parse import urlsplit
 CDEX_TEMP = "http://hl7.org/fhir/us/davinci-cdex/CodeSystem/cdex-temp"
 HREX_TEMP = "http://hl7.org/fhir/us/davinci-hrex/CodeSystem/hrex-temp"
 LOINC = "http://loinc.org"
-#: SDC's temporary code system: the input type of a DTR questionnaire request (CDex 2.1 Task Data
-#: Request, input ``questionnaire``; https://hl7.org/fhir/us/davinci-cdex/STU2.1/StructureDefinition-cdex-task-data-request.html)
-SDC_TEMP = "http://hl7.org/fhir/uv/sdc/CodeSystem/temp"
+#: CDex 2.1's third kind of data request: a DTR Questionnaire (input type
+#: ``http://hl7.org/fhir/uv/sdc/CodeSystem/temp#questionnaire``), which the bridge does not answer
+QUESTIONNAIRE = "data-request-questionnaire"
 TASK_PROFILE = "http://hl7.org/fhir/us/davinci-cdex/StructureDefinition/cdex-task-data-request"
 
 #: LOINC document types the bridge writes notes for (cdex-loinc-attachment-codes)
@@ -76,9 +77,6 @@ class RequestProblem(ValueError):
     def __init__(self, message: str, expression: str) -> None:
         super().__init__(message)
         self.expression = expression
-
-
-QUESTIONNAIRE = "data-request-questionnaire"
 
 
 def _codings(concept: Any) -> list[tuple[str | None, str | None]]:
@@ -163,9 +161,9 @@ def _inputs(inputs: Any) -> tuple[list[str], list[str | None], list[str]]:
 
 def _unsupported(types: list[str]) -> str:
     """Why a request whose only "what" input is of a type the bridge does not answer is refused."""
-    shown = ", ".join(t[:64] for t in sorted(set(types))[:5])
     if "questionnaire" in types:
         return QUESTIONNAIRE_UNSUPPORTED
+    shown = ", ".join(t[:64] for t in sorted(set(types))[:5])
     return (
         f"Input type {shown} is not supported: ask with a data-query (a FHIR query) or a "
         "data-code (a LOINC document type) input"

@@ -9,11 +9,11 @@ import pytest
 from fhir_bridge.mapping.cdex import (
     CDEX_TEMP,
     HREX_TEMP,
-    SDC_TEMP,
     RequestProblem,
     read_request,
 )
 
+SDC_TEMP = "http://hl7.org/fhir/uv/sdc/CodeSystem/temp"  # DTR questionnaire input type
 OWN = "https://bridge.example.org/fhir"
 MEMBER = {"system": "https://payer.example.org/member", "value": "M-1"}
 
