@@ -311,33 +311,54 @@ def _npi_value(identifier: Any) -> Any:
 
 
 def _check_code(sr: dict[str, Any], services: Sequence[Code]) -> list[Issue]:
+    """The service prescribed must be one the clinic provides (issue 13).
+
+    Codings decide: one from the value set accepts the order; codings that are all outside it
+    refuse it, whatever ``code.text`` says (CPT 99213 "office visit, massage for the neck" is
+    an order for an office visit). Only a code with no coding at all (text, or display-only
+    codings) is left to staff, with a warning.
+    """
     where = f"{ROOT}.code"
     allowed = ", ".join(f"{_system_label(s.system)} {s.code} ({s.display})" for s in services)
     code = sr.get("code")
     if not isinstance(code, dict):
         what = f"the service prescribed, a CodeableConcept; allowed: {allowed}"
         return [_missing_or_misshaped(code, "code", what, where)]
-    codings = [_obj(c) for c in _items(code.get("coding"))]
+    codings = [c for c in map(_obj, _items(code.get("coding"))) if _is_coded(c)]
     listed = {(s.system, s.code) for s in services}
     if any(_coding_key(c) in listed for c in codings):
         return []
+    if codings:
+        return [
+            error(
+                "code-invalid",
+                f"code {_codings_sent(codings)} is not in the massage/manual-therapy value set, "
+                "so it orders a service the clinic does not provide (code.text is not read when "
+                f"codes are sent); send a code from the value set: {allowed}",
+                where,
+            )
+        ]
     if _text(code.get("text")) is not None:
         return [
             warning(
                 "code-invalid",
-                "code not in the massage/manual-therapy value set; staff must confirm the text "
-                f"(codings sent: {_codings_sent(codings)}; value set: {allowed})",
+                "code has text but no coding; staff must confirm the text is massage or manual "
+                f"therapy (value set: {allowed})",
                 where,
             )
         ]
     return [
         error(
             "code-invalid",
-            f"code {_codings_sent(codings)} is not in the massage/manual-therapy value set and "
-            f"has no text; allowed: {allowed}",
+            f"code has no coding and no text; allowed: {allowed}",
             where,
         )
     ]
+
+
+def _is_coded(coding: dict[str, Any]) -> bool:
+    """A coding that names a code or a system (a display-only coding is text)."""
+    return coding.get("code") is not None or coding.get("system") is not None
 
 
 def _coding_key(coding: dict[str, Any]) -> tuple[str, str] | None:
@@ -346,8 +367,6 @@ def _coding_key(coding: dict[str, Any]) -> tuple[str, str] | None:
 
 
 def _codings_sent(codings: list[dict[str, Any]]) -> str:
-    if not codings:
-        return "(no coding)"
     shown = [
         f"{_show_plain(c.get('system'))}|{_show_plain(c.get('code'))}"
         for c in codings[:_SHOWN_CODINGS]

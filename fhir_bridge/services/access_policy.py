@@ -141,8 +141,7 @@ class WriteAccess:
         """Payers write nothing but CDex data requests: referrals come from physicians."""
         if self.principal.role == "payer" and not is_data_request:
             raise forbidden(
-                "A payer may only POST CDex data-request Tasks (Task.code data-request-query "
-                "or data-request-code)",
+                "A payer may only POST Da Vinci CDex data-request Tasks",
                 "http.Authorization",
             )
 

@@ -69,6 +69,8 @@ def _resolve_patient(session: Session, request: cdex.DataRequest, scope: MemberS
             return None
         return pid
     ident = request.patient_identifier or {}
+    if not ident.get("value"):
+        return None  # a Patient URL on another server, with no identifier to find it here by
     token = f"{ident.get('system')}|{ident['value']}" if ident.get("system") else ident["value"]
     patients = run_search(session, parse_search("Patient", [("identifier", token)]), scope)
     if len(patients.matches) == 1:
@@ -151,7 +153,7 @@ def receive(
     task = read_resource(inbound.body, "Task")
     require_valid(task, runtime.settings.fhir_base_url)
     try:
-        request = cdex.read_request(task)
+        request = cdex.read_request(task, own_base=runtime.settings.fhir_base_url)
     except cdex.RequestProblem as exc:
         raise FhirError(422, error("invalid", str(exc), exc.expression)) from None
     now = _now()
@@ -163,8 +165,16 @@ def receive(
         }
     with read_session(runtime.sessions) as session:
         # naming the patient is not reading it: membership decides, whatever types the token reads
-        patient_id = _resolve_patient(session, request, replace(scope, readable=None))
-        if patient_id is None:
+        patient_id = (
+            None
+            if request.unsupported
+            else _resolve_patient(session, request, replace(scope, readable=None))
+        )
+        if request.unsupported:  # a kind of request the bridge does not answer: say so
+            answer = cdex.refused(
+                _unlinked(task), status="rejected", reason=request.unsupported, now=now
+            )
+        elif patient_id is None:
             answer = cdex.refused(_unlinked(task), status="rejected", reason=NOT_AVAILABLE, now=now)
         else:
             task = {**task, "for": {**task["for"], "reference": f"Patient/{patient_id}"}}

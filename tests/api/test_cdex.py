@@ -11,6 +11,7 @@ from fhir.resources.R4B.task import Task
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fhir_bridge.services.cdex import NOT_AVAILABLE
 from tests.api.test_documentation import build_reviewed
 from tests.support.tokens import bearer
 
@@ -163,6 +164,103 @@ def test_a_patient_not_the_payers_member_is_rejected_like_an_unknown_one(reviewe
         # the payer can poll its own rejected request
         polled = app.test_client().get(f"/fhir/Task/{task['id']}", headers=other_payer)
         assert polled.status_code == 200
+
+
+OWN_BASE = "http://bridge.test/fhir"  # the test settings' public base URL + /fhir
+QUERY = {"valueString": "Observation?code=http://loinc.org|72514-3"}
+
+
+def test_task_for_as_an_absolute_url_on_this_bridge_is_the_patient(reviewed):
+    """Official CDex examples send Task.for as <base>/Patient/<id> (issue 13)."""
+    app, _, org = reviewed
+    for url in (f"{OWN_BASE}/Patient/pat-rivera", "HTTP://Bridge.test/fhir/Patient/pat-rivera"):
+        resp = post_task(app, payer(app, org), data_request("query", QUERY, {"reference": url}))
+        assert resp.status_code == 201, resp.get_json()
+        task = resp.get_json()
+        assert task["status"] == "completed", task.get("statusReason")
+        assert task["for"]["reference"] == "Patient/pat-rivera"
+        [bundle] = [c for c in task["contained"] if c["id"] == "result"]
+        assert len(bundle["entry"]) == 6
+
+
+def test_a_patient_url_on_another_server_is_found_only_by_its_identifier(reviewed):
+    """Another server's id means nothing here, even when it equals one of ours."""
+    app, _, org = reviewed
+    foreign = {"reference": "https://ehr.example.org/fhir/Patient/pat-rivera"}
+    task = post_task(app, payer(app, org), data_request("query", QUERY, foreign)).get_json()
+    assert task["status"] == "rejected"
+    assert task["statusReason"]["text"] == NOT_AVAILABLE
+    assert "for" not in task
+    assert "contained" not in task
+    with_member_id = {
+        **foreign,
+        "identifier": {"system": "https://example.org/member", "value": MEMBER_ID},
+    }
+    resp = post_task(app, payer(app, org), data_request("query", QUERY, with_member_id))
+    task = resp.get_json()
+    assert task["status"] == "completed", task.get("statusReason")
+    assert task["for"]["reference"] == "Patient/pat-rivera"
+
+
+def test_an_own_url_to_a_non_member_is_rejected_like_an_unknown_one(reviewed):
+    app, _, org = reviewed
+    for who, url in (
+        (org, f"{OWN_BASE}/Patient/pat-other"),  # on file, not this payer's member
+        (org, f"{OWN_BASE}/Patient/nobody"),
+        ("Organization/another-payer", f"{OWN_BASE}/Patient/pat-rivera"),
+    ):
+        resp = post_task(app, payer(app, who), data_request("query", QUERY, {"reference": url}))
+        assert resp.status_code == 201, resp.get_json()
+        task = resp.get_json()
+        assert (task["status"], task["statusReason"]["text"]) == ("rejected", NOT_AVAILABLE)
+        assert "contained" not in task
+
+
+@pytest.mark.parametrize(
+    "reference", ["https://ehr.example.org/fhir/Group/7", "Patient", "urn:uuid:1", "#patient"]
+)
+def test_task_for_that_names_no_patient_is_a_422(reviewed, reference):
+    app, _, org = reviewed
+    resp = post_task(app, payer(app, org), data_request("query", QUERY, {"reference": reference}))
+    assert resp.status_code == 422
+    assert resp.get_json()["issue"][0]["expression"] == ["Task.for"]
+
+
+@pytest.mark.parametrize(
+    ("code", "input_type", "value", "reason"),
+    [
+        # CDex 2.1 data-request-questionnaire (a DTR Questionnaire)
+        (
+            "data-request-questionnaire",
+            {"system": "http://hl7.org/fhir/uv/sdc/CodeSystem/temp", "code": "questionnaire"},
+            {"valueCanonical": "http://example.org/cdex-questionnaire-example1"},
+            "Questionnaire data requests (DTR, input type questionnaire) are not supported",
+        ),
+        # an input type the bridge does not know (not a real CDex code: made up for the test)
+        (
+            "data-request-code",
+            {"system": CDEX_TEMP, "code": "made-up-input"},
+            {"valueString": "x"},
+            "Input type made-up-input is not supported",
+        ),
+    ],
+)
+def test_a_request_of_an_unsupported_kind_is_stored_rejected_with_the_reason(
+    reviewed, code, input_type, value, reason
+):
+    """Answered at once, never left 'requested' for the payer to poll forever."""
+    app, _, org = reviewed
+    body = data_request("query", QUERY)
+    body["code"]["coding"][0]["code"] = code
+    body["input"][0] = {"type": {"coding": [input_type]}, **value}
+    resp = post_task(app, payer(app, org), body)
+    assert resp.status_code == 201, resp.get_json()
+    task = resp.get_json()
+    assert task["status"] == "rejected"
+    assert task["statusReason"]["text"].startswith(reason)
+    assert "for" not in task  # a refusal joins no patient's compartment
+    polled = app.test_client().get(f"/fhir/Task/{task['id']}", headers=payer(app, org))
+    assert polled.get_json()["status"] == "rejected"
 
 
 def test_an_unsupported_document_code_is_rejected_with_the_supported_ones(reviewed):

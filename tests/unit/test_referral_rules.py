@@ -341,12 +341,10 @@ def test_value_set_codes_are_accepted(services: tuple[Code, ...], code: str) -> 
     assert check(sr, services) == []
 
 
-def test_other_code_with_text_is_a_warning(services: tuple[Code, ...]) -> None:
+def test_text_without_coding_is_a_warning(services: tuple[Code, ...]) -> None:
+    """Only text (a display-only coding is text too): staff read it and decide."""
     sr = referral()
-    sr["code"] = {
-        "coding": [{"system": SNOMED, "code": "3457005", "display": "Patient referral"}],
-        "text": "Massage for Jane's neck",
-    }
+    sr["code"] = {"coding": [{"display": "Massage"}], "text": "Massage for Jane's neck"}
     issue = only(check(sr, services))
     assert found([issue]) == [("warning", "code-invalid", ("ServiceRequest.code",))]
     assert "staff must confirm the text" in issue.diagnostics
@@ -356,13 +354,26 @@ def test_other_code_with_text_is_a_warning(services: tuple[Code, ...]) -> None:
 @pytest.mark.parametrize(
     ("code", "sent"),
     [
+        # an office visit (CPT 99213) is not massage, whatever the text says (issue 13)
+        (
+            {"coding": [{"system": CPT, "code": "99213"}], "text": "Massage for Jane's neck"},
+            f"{CPT}|99213",
+        ),
+        (
+            {
+                "coding": [{"system": SNOMED, "code": "3457005", "display": "Patient referral"}],
+                "text": "Massage for Jane's neck",
+            },
+            f"{SNOMED}|3457005",
+        ),
         ({"coding": [{"system": SNOMED, "code": "3457005"}]}, f"{SNOMED}|3457005"),
         ({"coding": [{"code": "97124"}]}, "None|97124"),  # a CPT code needs its system
         ({"coding": [{"system": CPT, "code": "97112"}], "text": "  "}, f"{CPT}|97112"),
-        ({}, "(no coding)"),
+        ({}, "no coding and no text"),
+        ({"coding": [{"display": "Massage"}]}, "no coding and no text"),
     ],
 )
-def test_other_code_without_text_is_refused(
+def test_codes_outside_the_value_set_are_refused(
     services: tuple[Code, ...], code: dict[str, Any], sent: str
 ) -> None:
     sr = referral()
@@ -370,8 +381,19 @@ def test_other_code_without_text_is_refused(
     issue = only(check(sr, services))
     assert found([issue]) == [("error", "code-invalid", ("ServiceRequest.code",))]
     assert sent in issue.diagnostics
+    assert "Jane" not in issue.diagnostics
     for allowed in ("CPT 97124", "CPT 97140", "CPT 97110"):
         assert allowed in issue.diagnostics
+
+
+def test_an_outside_code_is_accepted_next_to_a_value_set_code(services: tuple[Code, ...]) -> None:
+    """A local order code or an office visit beside CPT 97140: the order includes massage."""
+    sr = referral()
+    sr["code"] = {
+        "coding": [{"system": CPT, "code": "99213"}, {"system": CPT, "code": "97140"}],
+        "text": "Office visit and manual therapy",
+    }
+    assert check(sr, services) == []
 
 
 def test_missing_code_is_required(services: tuple[Code, ...]) -> None:
