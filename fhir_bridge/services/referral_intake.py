@@ -32,6 +32,7 @@ from fhir_bridge.fhir.dates import parse_fhir_datetime_range
 from fhir_bridge.fhir.npi import NPI_SYSTEM
 from fhir_bridge.fhir.outcome import FhirError, Issue
 from fhir_bridge.fhir.search_query import parse_search
+from fhir_bridge.fhir.transaction import iter_references
 from fhir_bridge.mapping.prescription import prescription
 from fhir_bridge.mapping.referral_changes import referral_changes
 from fhir_bridge.mapping.referral_rules import ReferralFacts, check_referral, placer_identifier
@@ -149,6 +150,8 @@ class ReferralIntake:
         self.outbox = OutboxWriter(store.session)
         #: resources fetched from physician servers before the transaction, by absolute URL
         self.fetched = dict(fetched or {})
+        #: placer identifier -> (patient id, how it was found) of referrals linked to a patient
+        self._links: dict[tuple[str, str], tuple[str, str]] = {}
 
     # ---------------------------------------------------------------- checking
     def check(self, sr: dict[str, Any], root: str = "ServiceRequest") -> list[Issue]:
@@ -442,6 +445,42 @@ class ReferralIntake:
         found = self.store.get(type_, rid)
         return found.resource if found is not None else None
 
+    def linked(self, sr: dict[str, Any]) -> dict[str, Any]:
+        """``sr`` in its patient's compartment: a contained or absolute-URL subject becomes the
+        Patient on file it matches (made from the contained Patient when none does), keeping
+        its display, and a contained Patient nothing else points at is dropped. The request as
+        sent stays in the inbound payload. Unchanged when the subject already names a Patient
+        on file, or carries nothing to match on."""
+        subject = sr.get("subject")
+        ref = _reference(subject)
+        if not isinstance(subject, dict) or ref is None:
+            return sr
+        if not ref.startswith(("#", "http://", "https://")):
+            return sr
+        on_file = self.existing(sr)
+        row = self.referrals.get(on_file.resource_id) if on_file is not None else None
+        patient_id, match = self._patient(sr, row)
+        if patient_id is None:
+            return sr
+        claim = placer_claim(sr)
+        if claim is not None:
+            self._links[claim] = (patient_id, match)
+        out = dict(sr)
+        kept = {k: v for k, v in subject.items() if k in ("display", "identifier")}
+        out["subject"] = {"reference": f"Patient/{patient_id}", **kept}
+        if ref.startswith("#"):
+            still = {value for _, value in iter_references(out)}
+            contained = [
+                c
+                for c in sr.get("contained") or []
+                if not (isinstance(c, dict) and c.get("id") == ref[1:] and ref not in still)
+            ]
+            if contained:
+                out["contained"] = contained
+            else:
+                out.pop("contained", None)
+        return out
+
     def _patient_on_file(self, sr: Mapping[str, Any]) -> str | None:
         """The Patient id the subject names or whose identifier it carries; no creation."""
         subject = sr.get("subject")
@@ -477,6 +516,9 @@ class ReferralIntake:
         """(patient id, how it was found); creates the Patient when nothing matches."""
         if row is not None and row.patient_id is not None:
             return row.patient_id, row.patient_match
+        claim = placer_claim(sr)
+        if claim is not None and claim in self._links:
+            return self._links[claim]  # linked before it was stored: how it was found then
         subject = sr.get("subject") if isinstance(sr.get("subject"), dict) else {}
         ref = _reference(subject)
         found = self._patient_on_file(sr)

@@ -170,7 +170,10 @@ def test_new_referrals_come_in_once_over_pages_and_a_second_poll_takes_nothing(
     assert scalar(runtime, "SELECT count(*) FROM outbox_event") == 3
     assert cursor(runtime, "northside") == instant_micros("2026-11-10T09:05:00.250Z")
     stored = api.get(f"/fhir/{rows[0]['service_request']}").get_json()
-    assert stored["subject"]["reference"] == f"{ehr.base}/Patient/ehr-pat-1"  # the EHR's patient
+    # the EHR's Patient/ehr-pat-1 is never ours: the referral names the Patient matched or
+    # made from it here, so it is in that patient's compartment
+    assert stored["subject"]["reference"] == rows[0]["patient"]
+    assert stored["subject"]["reference"] != "Patient/ehr-pat-1"
 
     second = poll(poller)["northside"]
     assert second.ok

@@ -186,10 +186,19 @@ def test_a_contained_patient_is_matched_on_identifier_or_created_not_guessed(cli
     resp = post(client, "/fhir/ServiceRequest", first)
     assert resp.status_code == 201
     stored = resp.get_json()
-    assert stored["subject"] == {"reference": "#pat"}  # kept as sent
-    assert stored["contained"] == [contained]
     [row] = inbox(client)
     assert row["patient_match"] == "created"
+    # linked to the Patient made from it, so the referral is in the patient's compartment
+    assert stored["subject"] == {"reference": row["patient"]}
+    assert "contained" not in stored
+    found = client.get(f"/fhir/ServiceRequest?patient={row['patient']}").get_json()
+    assert [e["resource"]["id"] for e in found["entry"]] == [stored["id"]]
+    everything = client.get(f"/fhir/{row['patient']}/$everything").get_json()
+    assert stored["id"] in {e["resource"]["id"] for e in everything["entry"]}
+    revinclude = client.get(
+        f"/fhir/Patient?_id={row['patient'].split('/')[1]}&_revinclude=ServiceRequest:patient"
+    ).get_json()
+    assert stored["id"] in {e["resource"]["id"] for e in revinclude["entry"]}
     created = client.get(f"/fhir/{row['patient']}").get_json()
     assert created["identifier"] == contained["identifier"]
     assert created["name"] == contained["name"]

@@ -175,6 +175,10 @@ def _execute(
         rewrite(store, ordered, run)
     if unlink_changed(ordered, run):
         rewrite(store, ordered, run)
+    if intake is not None:
+        for op in ordered:
+            if op.rtype == "ServiceRequest" and op.method in ("POST", "PUT"):
+                run.bodies[op.index] = intake.linked(run.bodies[op.index])
     for op in ordered:
         run.results[op.index] = _write(store, op, run, scope)
     if intake is not None:

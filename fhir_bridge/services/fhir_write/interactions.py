@@ -118,6 +118,7 @@ def _receive_service_request(
     root: str = "ServiceRequest",
     previous: dict[str, Any] | None = None,
 ) -> WriteResult:
+    resource = intake.linked(resource)
     warnings = intake.check(resource, root)
     stored, created = intake.store_service_request(resource)
     intake.register(stored, warnings=warnings, previous=previous)
@@ -192,9 +193,10 @@ def update(
         if access is not None and on_file is not None:
             access.check_on_file(store, on_file.resource, resource_type)
         intake = ReferralIntake(store, policy) if policy is not None else None
-        warnings = intake.check(resource) if intake and resource_type == "ServiceRequest" else []
-        claim = placer_claim(resource) if intake and resource_type == "ServiceRequest" else None
-        stored, created = put(store, resource, if_match, "If-Match", [claim] if claim else [])
+        body = intake.linked(resource) if intake and resource_type == "ServiceRequest" else resource
+        warnings = intake.check(body) if intake and resource_type == "ServiceRequest" else []
+        claim = placer_claim(body) if intake and resource_type == "ServiceRequest" else None
+        stored, created = put(store, body, if_match, "If-Match", [claim] if claim else [])
         if intake is not None and resource_type == "ServiceRequest":
             previous = on_file.resource if on_file is not None else None
             intake.register(stored, warnings=warnings, previous=previous)
