@@ -179,3 +179,24 @@ def test_a_task_that_is_neither_a_referral_nor_a_data_request_is_refused(client)
         "Bundle.entry[0].resource.ofType(Task).code"
     ]
     assert count(client, "Task") == 0
+
+
+def test_a_patient_on_file_that_differs_is_kept_and_the_inbox_says_what_differs(client):
+    post(client, whiplash())
+    patient_loc = next(loc for loc in locations(post(client, whiplash())) if "Patient/" in loc)
+    before = client.get(f"/fhir/{patient_loc.split('/_history')[0]}").get_json()
+    other = whiplash(conditional_sr=False)
+    sr_of(other)["identifier"][0]["value"] = "SR-9997"
+    patient = next(e for e in other["entry"] if e["resource"]["resourceType"] == "Patient")
+    patient["resource"]["telecom"] = [{"system": "phone", "value": "+1-614-555-0199"}]
+    resp = post(client, other)
+    assert resp.status_code == 200
+    after = client.get(f"/fhir/{patient_loc.split('/_history')[0]}").get_json()
+    assert after == before  # kept as it was
+    sr_response = resp.get_json()["entry"][-1]["response"]
+    (warning,) = [i for i in sr_response["outcome"]["issue"] if i["code"] == "conflict"]
+    assert "telecom" in warning["diagnostics"]
+    assert "555-0199" not in warning["diagnostics"]  # element names, never values
+    rows = client.get("/api/v1/referrals").get_json()["referrals"]
+    (row,) = [r for r in rows if r["placer_identifier"]["value"] == "SR-9997"]
+    assert any("telecom" in w["diagnostics"] for w in row["warnings"])

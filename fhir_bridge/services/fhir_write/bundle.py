@@ -29,14 +29,8 @@ from fhir_bridge.services.fhir_write.common import (
     with_retry,
 )
 from fhir_bridge.services.fhir_write.interactions import put
-from fhir_bridge.services.fhir_write.resolve import (
-    Run,
-    check_overlap,
-    link_known_roles,
-    resolve_ids,
-    rewrite,
-    unlink_changed,
-)
+from fhir_bridge.services.fhir_write.resend import kept_on_file, link_known_roles, unlink_changed
+from fhir_bridge.services.fhir_write.resolve import Run, check_overlap, resolve_ids, rewrite
 from fhir_bridge.services.referral_fetch import prefetch
 from fhir_bridge.services.referral_intake import (
     IntakePolicy,
@@ -234,12 +228,13 @@ def _take_in_referrals(intake: ReferralIntake, ops: Sequence[BundleOp], run: Run
         for op in ops
         if op.rtype == "Task" and op.resource is not None and is_fulfil_task(op.resource)
     }
+    kept = kept_on_file(ops, run)
     for op in ops:
         if op.rtype != "ServiceRequest" or op.resource is None:
             continue
         result = run.results[op.index]
         stored = result.stored
-        warnings = intake.check(stored.resource, entry_path(op.index, "ServiceRequest"))
+        warnings = intake.check(stored.resource, entry_path(op.index, "ServiceRequest")) + kept
         task_op = tasks.pop(stored.reference, None)
         task = run.results[task_op.index].stored if task_op is not None else None
         if task is not None and intake.supersedable(intake.tracker(stored)):

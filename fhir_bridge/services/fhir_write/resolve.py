@@ -309,56 +309,12 @@ def rewrite(store: ResourceStore, ops: Sequence[BundleOp], run: Run) -> None:
             run.bodies[op.index] = rewrite_references(op.resource, mapping)
 
 
-def _same(sent: dict[str, Any], on_file: dict[str, Any]) -> bool:
-    """Do two versions say the same (ids and meta aside)?"""
-    ignored = ("id", "meta")
-    return {k: v for k, v in sent.items() if k not in ignored} == {
-        k: v for k, v in on_file.items() if k not in ignored
-    }
-
-
-def unlink_changed(ops: Sequence[BundleOp], run: Run) -> bool:
-    """An entry without identifiers stands for what the re-sent referral links to only while
-    it is unchanged; a changed one is a new resource (and the referral's reference moves to
-    it). True when a link was dropped (the references must be resolved again)."""
-    dropped = False
-    for op in ops:
-        if op.index in run.linked and not _same(
-            run.bodies[op.index], run.existing[op.index].resource
-        ):
-            del run.existing[op.index]
-            run.linked.discard(op.index)
-            run.ids[op.index] = str(uuid4())
-            dropped = True
-    return dropped
-
-
-def link_known_roles(store: ResourceStore, ops: Sequence[BundleOp], run: Run) -> bool:
-    """A new PractitionerRole without identifiers is the role on file that joins the same
-    practitioner and organization and says the same (its business key), not a second copy.
-    True when an entry was linked (the references must be resolved again)."""
-    linked = False
-    for op in ops:
-        if op.method != "POST" or op.rtype != "PractitionerRole" or op.index in run.existing:
-            continue
-        body = run.bodies[op.index]
-        if body.get("identifier"):
-            continue
-        keys = [
-            (name, ref)
-            for name, element in (
-                ("practitioner", "practitioner"),
-                ("organization", "organization"),
-            )
-            if isinstance(ref := (body.get(element) or {}).get("reference"), str)
-        ]
-        if len(keys) < 2:
-            continue
-        query = conditional_query("PractitionerRole", keys, f"{op.path}.resource")
-        same = [m for m in find_matches(store.session, query) if _same(body, m.resource)]
-        if len(same) == 1:
-            run.existing[op.index] = same[0]
-            run.ids[op.index] = same[0].resource_id
-            run.claims.pop(op.index, None)
-            linked = True
-    return linked
+#: what an EHR's referral Bundle carries as demographics: matched, never overwritten
+KEPT_TYPES = (
+    "Patient",
+    "Practitioner",
+    "PractitionerRole",
+    "Organization",
+    "Coverage",
+    "Condition",
+)
