@@ -5,15 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 
 from fhir_bridge.store.db import make_engine
 from fhir_bridge.store.migrate import current_revision, head_revision
-from tests.conftest import PG_ENV, _postgres_url
+from tests.store.conftest import blank_postgres_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 NODES = 4
@@ -22,20 +21,10 @@ pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
-def empty_schema() -> str:
-    """The URL of a new, empty PostgreSQL schema (dropped afterwards)."""
-    if not os.environ.get(PG_ENV):
-        pytest.skip(f"{PG_ENV} is not set: PostgreSQL tests not run")
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(os.environ[PG_ENV])
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield _postgres_url(schema)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+def empty_schema() -> Iterator[str]:
+    """An empty PostgreSQL schema: what N containers meet on their first start."""
+    with blank_postgres_schema() as url:
+        yield url
 
 
 def test_nodes_upgrading_an_empty_database_at_once_all_succeed(empty_schema):
