@@ -22,4 +22,7 @@ WORKDIR /var/lib/fhir-bridge
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=3s --start-period=20s --retries=3 \
   CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/readyz', timeout=2).status == 200 else 1)"
-CMD ["sh", "-c", "fhir-bridge mappings check && fhir-bridge db upgrade && exec gunicorn fhir_bridge.wsgi:app --bind 0.0.0.0:8080 --workers ${WEB_CONCURRENCY:-2} --no-control-socket"]
+# gunicorn's settings (threaded workers that never give a thread to a slow client, JSON logs)
+# are in fhir_bridge/gunicorn_conf.py; WEB_CONCURRENCY sets the number of processes.
+# Several containers may start at once: db upgrade waits for the others (an advisory lock).
+CMD ["sh", "-c", "fhir-bridge mappings check && fhir-bridge db upgrade && exec gunicorn fhir_bridge.wsgi:app --config python:fhir_bridge.gunicorn_conf --bind 0.0.0.0:8080"]

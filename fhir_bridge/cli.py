@@ -284,9 +284,10 @@ def _one_line(message: str) -> str:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
-@click.option("--workers", default=2, show_default=True, type=int)
-def serve(host: str, port: int, workers: int) -> None:
-    """Serve the bridge with gunicorn."""
+@click.option("--workers", default=2, show_default=True, type=int, help="Worker processes.")
+@click.option("--threads", default=4, show_default=True, type=int, help="Threads per process.")
+def serve(host: str, port: int, workers: int, threads: int) -> None:
+    """Serve the bridge with gunicorn (settings: fhir_bridge/gunicorn_conf.py)."""
     base = Settings.from_env().public_base_url.rstrip("/")
     click.echo(f"fhir-bridge on http://{host}:{port}  (public base {base})")
     click.echo(f"  CapabilityStatement  {base}/fhir/metadata")
@@ -297,10 +298,13 @@ def serve(host: str, port: int, workers: int) -> None:
         "-m",
         "gunicorn",
         "fhir_bridge.wsgi:app",
+        "--config",
+        "python:fhir_bridge.gunicorn_conf",
         "--bind",
         f"{host}:{port}",
         "--workers",
         str(workers),
-        "--no-control-socket",
+        "--threads",
+        str(threads),
     ]
     os.execv(sys.executable, args)

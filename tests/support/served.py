@@ -61,7 +61,8 @@ def served_bridge(
     log: Path | None = None,
     **env: str,
 ) -> Iterator[str]:
-    """A gunicorn-served bridge on a free loopback port; yields its base URL.
+    """A gunicorn-served bridge on a free loopback port, configured as ``fhir-bridge serve``
+    configures it; yields its base URL.
 
     ``env`` adds ``FHIR_BRIDGE_*`` variables; ``log`` collects its stderr (else discarded).
     """
@@ -73,6 +74,8 @@ def served_bridge(
         "-m",
         "gunicorn",
         "fhir_bridge.wsgi:app",
+        "--config",
+        "python:fhir_bridge.gunicorn_conf",  # as deployed
         "--bind",
         f"127.0.0.1:{port}",
         "--workers",
