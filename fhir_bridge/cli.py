@@ -287,8 +287,18 @@ def _one_line(message: str) -> str:
 @click.option("--workers", default=2, show_default=True, type=int, help="Worker processes.")
 @click.option("--threads", default=4, show_default=True, type=int, help="Threads per process.")
 def serve(host: str, port: int, workers: int, threads: int) -> None:
-    """Serve the bridge with gunicorn (settings: fhir_bridge/gunicorn_conf.py)."""
-    base = Settings.from_env().public_base_url.rstrip("/")
+    """Serve the bridge with gunicorn (settings: fhir_bridge/gunicorn_conf.py).
+
+    The public base URL (token audience, links) follows --host/--port unless
+    FHIR_BRIDGE_PUBLIC_BASE_URL is set.
+    """
+    if not os.environ.get("FHIR_BRIDGE_PUBLIC_BASE_URL"):
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        os.environ["FHIR_BRIDGE_PUBLIC_BASE_URL"] = f"http://{shown}:{port}"
+    try:
+        base = Settings.from_env().public_base_url.rstrip("/")
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"fhir-bridge on http://{host}:{port}  (public base {base})")
     click.echo(f"  CapabilityStatement  {base}/fhir/metadata")
     click.echo(f"  Patients             {base}/fhir/Patient")
