@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 import uuid
 from contextvars import ContextVar
 
@@ -46,3 +47,22 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+
+
+def safe_trace(exc: BaseException) -> str:
+    """Where ``exc`` (and the exceptions it chains) came from: types and stack frames only.
+
+    Never the messages: a database error's text quotes SQL values and a constraint's
+    ``DETAIL`` (a duplicate MRN, say), and a validation error may quote the request. Log
+    this instead of ``log.exception``.
+    """
+    lines: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        lines.append(type(current).__name__)
+        frames = traceback.extract_tb(current.__traceback__)
+        lines += [f"  {f.filename}:{f.lineno} in {f.name}" for f in frames]
+        current = current.__cause__ or current.__context__
+    return "\n".join(lines)
