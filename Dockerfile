@@ -1,8 +1,10 @@
 # fhir-bridge: slim, non-root, gunicorn. Migrations run before the server starts.
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md LICENSE ./
 COPY fhir_bridge ./fhir_bridge
+# the wheel carries the code mappings (setup.py copies them into fhir_bridge/_mappings)
+COPY mappings ./mappings
 RUN pip install --no-cache-dir --upgrade pip \
  && pip wheel --no-cache-dir --wheel-dir /wheels .
 
