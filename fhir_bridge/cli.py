@@ -15,6 +15,7 @@ import click
 
 from fhir_bridge.commands.clients import clients
 from fhir_bridge.commands.deliveries import deliveries, worker
+from fhir_bridge.commands.keys import keys
 from fhir_bridge.commands.partners import partners
 from fhir_bridge.commands.poll import poll
 from fhir_bridge.settings import Settings, SettingsError
@@ -40,6 +41,7 @@ main.add_command(deliveries)
 main.add_command(partners)
 main.add_command(clients)
 main.add_command(poll)
+main.add_command(keys)
 
 
 @main.group()
