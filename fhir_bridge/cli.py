@@ -30,7 +30,42 @@ def _runtime():
         raise click.ClickException(str(exc)) from None
 
 
-@click.group()
+class _Commands(click.Group):
+    """The command group; a database that cannot be used stops a command with one line."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except click.ClickException:
+            raise
+        except Exception as exc:
+            message = database_problem(exc)
+            if message is None:
+                raise
+            raise click.ClickException(message) from None
+
+
+def database_problem(exc: BaseException) -> str | None:
+    """One line saying what is wrong with FHIR_BRIDGE_DATABASE_URL, or None when ``exc`` is
+    not about the database. Never the URL's password, never SQL or its parameters."""
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+
+    name = "FHIR_BRIDGE_DATABASE_URL"
+    if isinstance(exc, NoSuchModuleError):
+        return f"{name}: unknown database kind ({exc}); use sqlite:/// or postgresql://"
+    if isinstance(exc, ArgumentError):
+        return f"{name} is not a database URL (sqlite:///PATH or postgresql://USER@HOST/DB)"
+    if isinstance(exc, OperationalError):
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        return f"cannot use the database of {name}: {reason}"
+    url = os.environ.get(name, "")
+    # making the SQLite file's folder failed
+    if isinstance(exc, OSError) and exc.filename and str(exc.filename) in url:
+        return f"{name}: cannot create the SQLite file's folder {exc.filename} ({exc.strerror})"
+    return None
+
+
+@click.group(cls=_Commands)
 @click.version_option(package_name="fhir-bridge")
 def main() -> None:
     """fhir-bridge: FHIR R4 integration service for medical-massage clinics."""

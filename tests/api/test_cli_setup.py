@@ -52,3 +52,21 @@ def test_a_configured_public_base_url_wins_over_the_port(execs):
     result = _serve("--port", "9092", base="https://bridge.clinic.example.org")
     assert "public base https://bridge.clinic.example.org" in result.output
     assert execs[0][1] == "https://bridge.clinic.example.org"
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("nonsense", "is not a database URL"),
+        ("mysql+nosuchdriver://x/y", "unknown database kind"),
+        ("postgresql://bridge:s3cret@127.0.0.1:1/x?connect_timeout=2", "Connection refused"),
+        ("sqlite:////proc/no-such-folder/bridge.db", "cannot create the SQLite file's folder"),
+    ],
+)
+def test_a_bad_database_url_is_one_line_not_a_traceback(url, says):
+    result = CliRunner().invoke(main, ["db", "upgrade"], env={"FHIR_BRIDGE_DATABASE_URL": url})
+    assert result.exit_code == 1
+    [line] = result.output.splitlines()
+    assert line.startswith("Error: ")
+    assert says in line
+    assert "s3cret" not in line
