@@ -9,6 +9,13 @@ from __future__ import annotations
 
 import os
 
+
+def _json_logs() -> bool:
+    from fhir_bridge.logs import json_enabled
+
+    return json_enabled()
+
+
 #: threaded workers that give a pool thread only to a request whose head has arrived
 #: (``fhir_bridge.serving``): slow clients cannot take the service down
 worker_class = "fhir_bridge.serving.HeadBufferingWorker"
@@ -22,3 +29,26 @@ timeout = 60
 graceful_timeout = 30
 #: no control socket (it would need a writable home directory)
 control_socket_disable = True
+
+#: gunicorn's own lines (start, workers booting, errors) in the bridge's format: JSON with a
+#: zone-aware time (FHIR_BRIDGE_LOG_JSON=false: text), with a request_id field like the app's
+_HANDLER = {
+    "class": "logging.StreamHandler",
+    "formatter": "bridge",
+    "filters": ["request_id"],
+    "stream": "ext://sys.stderr",
+}
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "fhir_bridge.logs.RequestIdFilter"}},
+    "formatters": {
+        "bridge": {"()": "fhir_bridge.logs.formatter", "json": _json_logs()},
+    },
+    "handlers": {"stderr": _HANDLER},
+    "root": {"level": "WARNING", "handlers": ["stderr"]},
+    "loggers": {
+        "gunicorn.error": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
+        "gunicorn.access": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
+    },
+}

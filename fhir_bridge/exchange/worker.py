@@ -338,7 +338,7 @@ class Worker:
                 continue
             partner = batch.partners[job.partner_pk]
             began[pk] = self.clock()
-            result = self._send(partner, batch.payloads[pk])
+            result = self._send(partner, batch.payloads[pk], delivery=pk)
             results.append((job, result, self.clock()))
             self.health.record(partner, result)
             attempted += 1
@@ -407,8 +407,8 @@ class Worker:
                 out[job.outbox_pk] = exc
         return out
 
-    def _send(self, partner: PartnerRow, payload: bytes) -> SendResult:
-        """POST one payload with the partner's auth."""
+    def _send(self, partner: PartnerRow, payload: bytes, *, delivery: int) -> SendResult:
+        """POST one payload with the partner's auth (logged with the partner and delivery)."""
         try:
             auth = self._auth_for(partner)
         except Exception as exc:
@@ -421,6 +421,7 @@ class Worker:
             session=self.http,
             timeout=self.timeout,
             now=self.clock(),
+            log_context={"partner": partner.key, "delivery": delivery, "worker": self.worker_id},
         )
 
     def _auth_for(self, partner: PartnerRow) -> PartnerAuth:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -116,3 +117,14 @@ def test_the_cli_lists_deliveries_and_shows_one_with_its_attempts(
     missing = _cli(database_url, "deliveries", "show", "999999")
     assert missing.exit_code == 1
     assert "no delivery 999999" in missing.output
+
+
+def test_send_lines_name_the_partner_and_the_delivery(
+    runtime: Runtime, peer: FhirPeer, caplog
+) -> None:
+    (pk,) = _deliveries(runtime, _partner(runtime, "p1", peer.base), ["pat-1"])
+    with caplog.at_level(logging.INFO, logger="fhir_bridge.exchange.sender"):
+        _worker(runtime, Clock()).run_once()
+    [sent] = [r for r in caplog.records if r.getMessage() == "bundle sent"]
+    assert (sent.partner, sent.delivery, sent.worker) == ("p1", pk, "w1")
+    assert (sent.outcome, sent.status) == ("delivered", 200)
