@@ -8,6 +8,12 @@ worker processes (gunicorn's own variable).
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
+
+#: prometheus-client's multiprocess mode: each worker writes its counters here and a scrape of
+#: /metrics adds them up. Set before any process imports prometheus_client (it reads it then).
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="fhir-bridge-metrics-"))
 
 
 def _json_logs() -> bool:
@@ -52,3 +58,18 @@ logconfig_dict = {
         "gunicorn.access": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
     },
 }
+
+
+def on_starting(server: object) -> None:
+    """A fresh start counts from zero: drop metric files a previous run left."""
+    folder = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    folder.mkdir(parents=True, exist_ok=True)
+    for leftover in folder.glob("*.db"):
+        leftover.unlink()
+
+
+def child_exit(server: object, worker: object) -> None:
+    """A worker that exited stops contributing its live gauges (its counters stay counted)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
