@@ -8,12 +8,15 @@ worker processes (gunicorn's own variable).
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 #: prometheus-client's multiprocess mode: each worker writes its counters here and a scrape of
 #: /metrics adds them up. Set before any process imports prometheus_client (it reads it then).
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="fhir-bridge-metrics-"))
+_OWN_METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+if _OWN_METRICS_DIR:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="fhir-bridge-metrics-")
 
 
 def _json_logs() -> bool:
@@ -73,3 +76,9 @@ def child_exit(server: object, worker: object) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
+
+
+def on_exit(server: object) -> None:
+    """Remove the metrics folder this configuration made (one set by the operator stays)."""
+    if _OWN_METRICS_DIR:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
