@@ -333,9 +333,15 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
         shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         os.environ["FHIR_BRIDGE_PUBLIC_BASE_URL"] = f"http://{shown}:{port}"
     try:
-        base = Settings.from_env().public_base_url.rstrip("/")
+        settings = Settings.from_env()
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
+    from fhir_bridge.store.db import make_engine
+
+    # a malformed or unknown database URL is one line here, not a traceback per gunicorn
+    # worker; an unreachable database is not checked (the bridge starts and /readyz says 503)
+    make_engine(settings.database_url).dispose()
+    base = settings.public_base_url.rstrip("/")
     click.echo(f"fhir-bridge on http://{host}:{port}  (public base {base})")
     click.echo(f"  CapabilityStatement  {base}/fhir/metadata")
     click.echo(f"  Patients             {base}/fhir/Patient")

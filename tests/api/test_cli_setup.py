@@ -70,3 +70,14 @@ def test_a_bad_database_url_is_one_line_not_a_traceback(url, says):
     assert line.startswith("Error: ")
     assert says in line
     assert "s3cret" not in line
+
+
+def test_serve_with_a_malformed_database_url_says_so_before_starting(execs):
+    env = {"FHIR_BRIDGE_DATABASE_URL": "nonsense", "FHIR_BRIDGE_PUBLIC_BASE_URL": None}
+    result = CliRunner().invoke(main, ["serve"], env=env)
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        "Error: FHIR_BRIDGE_DATABASE_URL is not a database URL (sqlite:///PATH or "
+        "postgresql://USER@HOST/DB)"
+    ]
+    assert execs == []
