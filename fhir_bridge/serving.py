@@ -5,7 +5,8 @@ their headers hold every worker and the service stops answering. ``HeadBuffering
 gunicorn's threaded worker (``gthread``: a poller thread plus a pool) with one rule added: a
 request goes to a pool thread only once its whole head (request line and headers) has arrived.
 Until then the connection waits in the poller, where it costs a file descriptor, not a thread
-(the bytes wait in the kernel's socket buffer: the check peeks, it reads nothing). A head still
+(what has arrived is read without waiting and kept with the connection, then given to
+gunicorn's parser as if it had just read it). A head still
 incomplete ``HEAD_TIMEOUT`` seconds after it started is answered by closing the connection
 (a reset: the client's unread bytes are dropped).
 This is what a buffering proxy (nginx's ``client_header_timeout``) does in front of gunicorn,
@@ -39,43 +40,49 @@ class HeadBufferingWorker(ThreadWorker):
 
     def handle(self, conn: Any) -> Any:
         """Serve the request if its head is complete; else back to the poller, or close."""
-        state = _head_state(conn)
-        if state == "complete":
-            conn._head_since = None
+        if not _read_available(conn):
+            return False  # the client hung up (or reset)
+        head = _read_ahead(conn) + conn._head_buf
+        if _END_OF_HEAD in head or len(head) >= PEEK_BYTES:
+            conn.init()  # the parser, which then reads what we took first
+            unreader = conn.parser.unreader
+            unreader.unread(unreader.take_buffered() + conn._head_buf)
+            conn._head_buf, conn._head_since = b"", None
             return super().handle(conn)
-        if state == "closed":
-            return False
-        started = getattr(conn, "_head_since", None)
         now = time.monotonic()
-        if started is None:
-            conn._head_since = started = now
-        if now - started > HEAD_TIMEOUT:
+        if getattr(conn, "_head_since", None) is None:
+            conn._head_since = now
+        if now - conn._head_since > HEAD_TIMEOUT:
             log.info("request head not received in time; connection closed")
             # closed here, at once: gunicorn's graceful close would linger on the poller
             # thread, draining what the client still dribbles, for up to 2 s a connection
             conn.sock.close()
             return False
-        conn.data_ready = False  # the next readable event re-checks
-        return _DEFER
+        conn.data_ready = False
+        return _DEFER  # the poller hands it back when more bytes arrive
 
 
-def _head_state(conn: Any) -> str:
-    """``complete``, ``partial`` (or nothing yet) or ``closed``, without consuming a byte."""
-    buffered = b""
-    parser = getattr(conn, "parser", None)
-    if parser is not None:  # a kept-alive connection may have read ahead into this request
-        buffered = parser.unreader.buf.getvalue()
+def _read_available(conn: Any) -> bool:
+    """Take what the socket holds now into ``conn._head_buf`` without waiting (the bytes are
+    consumed, so the poller reports the socket again only when more arrive); False when the
+    client hung up."""
+    if not hasattr(conn, "_head_buf"):
+        conn._head_buf = b""
     try:
-        peeked = conn.sock.recv(PEEK_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except BlockingIOError:  # nothing new yet
-        return "complete" if _END_OF_HEAD in buffered else "partial"
+        chunk = conn.sock.recv(PEEK_BYTES, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return True  # nothing new yet
     except OSError as exc:
         if exc.errno in (errno.ECONNRESET, errno.ENOTCONN, errno.EBADF):
-            return "closed"
+            return False
         raise
-    if not peeked and not buffered:
-        return "closed"  # readable with no bytes: the client hung up
-    data = buffered + peeked
-    if _END_OF_HEAD in data or len(data) >= PEEK_BYTES:
-        return "complete"
-    return "partial"
+    if not chunk:
+        return False  # end of file
+    conn._head_buf += chunk
+    return True
+
+
+def _read_ahead(conn: Any) -> bytes:
+    """What gunicorn already read of this request on a kept-alive connection (not consumed)."""
+    parser = getattr(conn, "parser", None)
+    return parser.unreader.buf.getvalue() if parser is not None else b""

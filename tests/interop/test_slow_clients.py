@@ -113,3 +113,21 @@ def test_fifty_dribbling_clients_do_not_stop_normal_requests(open_bridge):
     assert max(latencies) < BOUND_SECONDS, sorted(latencies)[-5:]
     # the server hung up on the dribblers once their head was overdue
     assert closed == [SLOW_SOCKETS]
+
+
+def test_a_client_that_hangs_up_mid_head_is_closed_at_once(open_bridge):
+    port = int(open_bridge.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        time.sleep(0.3)
+        s.shutdown(socket.SHUT_WR)  # end of file after part of a head
+        started = time.monotonic()
+        s.settimeout(HEAD_TIMEOUT)
+        try:
+            answer = s.recv(1024)
+        except ConnectionResetError:
+            answer = b""
+        waited = time.monotonic() - started
+    assert answer == b""
+    assert waited < 2.0, waited  # not held (nor spun on) until the head timeout
+    assert requests.get(f"{open_bridge}/healthz", timeout=2).status_code == 200
