@@ -1,8 +1,10 @@
 # fhir-bridge: slim, non-root, gunicorn. Migrations run before the server starts.
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md LICENSE ./
 COPY fhir_bridge ./fhir_bridge
+# the wheel carries the code mappings (setup.py copies them into fhir_bridge/_mappings)
+COPY mappings ./mappings
 RUN pip install --no-cache-dir --upgrade pip \
  && pip wheel --no-cache-dir --wheel-dir /wheels .
 
@@ -22,4 +24,7 @@ WORKDIR /var/lib/fhir-bridge
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=3s --start-period=20s --retries=3 \
   CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/readyz', timeout=2).status == 200 else 1)"
-CMD ["sh", "-c", "fhir-bridge mappings check && fhir-bridge db upgrade && exec gunicorn fhir_bridge.wsgi:app --bind 0.0.0.0:8080 --workers ${WEB_CONCURRENCY:-2} --no-control-socket"]
+# gunicorn's settings (threaded workers that never give a thread to a slow client, JSON logs)
+# are in fhir_bridge/gunicorn_conf.py; WEB_CONCURRENCY sets the number of processes.
+# Several containers may start at once: db upgrade waits for the others (an advisory lock).
+CMD ["sh", "-c", "fhir-bridge mappings check && fhir-bridge db upgrade && exec gunicorn fhir_bridge.wsgi:app --config python:fhir_bridge.gunicorn_conf --bind 0.0.0.0:8080"]

@@ -202,6 +202,8 @@ def enqueue(runtime: Runtime, partner_pk: int, events: list[int], count: int) ->
                         "version_id": e.version_id,
                         "patient_id": e.patient_id,
                         "detail": e.detail,
+                        # a copy repeats its event's fact: marked so, as the unique index wants
+                        "duplicate_of": e.pk,
                     }
                     for e in copies
                 ],

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from flask import Flask, Response, g, request
 
+from fhir_bridge import metrics
 from fhir_bridge.fhir.outcome import FhirError, error
 from fhir_bridge.logs import configure_logging, new_request_id, request_id_var
 from fhir_bridge.mapping.tables import MappingTables, load_tables
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     from fhir_bridge.api.fhir_read import fhir_read
     from fhir_bridge.api.fhir_write import fhir_write
     from fhir_bridge.api.health import health
+    from fhir_bridge.api.metrics import metrics_api
     from fhir_bridge.api.operations import operations
     from fhir_bridge.api.partners import partners_api
     from fhir_bridge.api.progress_reports import progress_reports_api
@@ -59,6 +61,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     errors.init_app(app)
     app.register_blueprint(health)
+    app.register_blueprint(metrics_api)
     app.register_blueprint(terminology)
     app.register_blueprint(operations)
     app.register_blueprint(fhir_write)  # before fhir_read: its POST/PUT routes win
@@ -118,15 +121,18 @@ def _register_request_ids(app: Flask) -> None:
         response.headers["X-Request-ID"] = g.get("request_id", "")
         # The route pattern, never the concrete path or query: those can carry PHI.
         rule = request.url_rule.rule if request.url_rule else "<unmatched>"
+        seconds = time.perf_counter() - g.get("started", time.perf_counter())
         access_log.info(
             "request",
             extra={
                 "method": request.method,
                 "route": rule,
                 "status": response.status_code,
-                "ms": round(
-                    (time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2
-                ),
+                "ms": round(seconds * 1000, 2),
             },
         )
+        metrics.observe_request(rule, request.method, response.status_code, seconds)
+        token = g.get("audit_token")
+        if token:
+            metrics.observe_token(token["outcome"])
         return response

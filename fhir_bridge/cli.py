@@ -16,6 +16,7 @@ import click
 from fhir_bridge.commands.clients import clients
 from fhir_bridge.commands.deliveries import deliveries, worker
 from fhir_bridge.commands.demo import demo_data
+from fhir_bridge.commands.keys import keys
 from fhir_bridge.commands.partners import partners
 from fhir_bridge.commands.poll import poll
 from fhir_bridge.commands.users import users
@@ -31,7 +32,42 @@ def _runtime():
         raise click.ClickException(str(exc)) from None
 
 
-@click.group()
+class _Commands(click.Group):
+    """The command group; a database that cannot be used stops a command with one line."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except click.ClickException:
+            raise
+        except Exception as exc:
+            message = database_problem(exc)
+            if message is None:
+                raise
+            raise click.ClickException(message) from None
+
+
+def database_problem(exc: BaseException) -> str | None:
+    """One line saying what is wrong with FHIR_BRIDGE_DATABASE_URL, or None when ``exc`` is
+    not about the database. Never the URL's password, never SQL or its parameters."""
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+
+    name = "FHIR_BRIDGE_DATABASE_URL"
+    if isinstance(exc, NoSuchModuleError):
+        return f"{name}: unknown database kind ({exc}); use sqlite:/// or postgresql://"
+    if isinstance(exc, ArgumentError):
+        return f"{name} is not a database URL (sqlite:///PATH or postgresql://USER@HOST/DB)"
+    if isinstance(exc, OperationalError):
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        return f"cannot use the database of {name}: {reason}"
+    url = os.environ.get(name, "")
+    # making the SQLite file's folder failed
+    if isinstance(exc, OSError) and exc.filename and str(exc.filename) in url:
+        return f"{name}: cannot create the SQLite file's folder {exc.filename} ({exc.strerror})"
+    return None
+
+
+@click.group(cls=_Commands)
 @click.version_option(package_name="fhir-bridge")
 def main() -> None:
     """fhir-bridge: FHIR R4 integration service for medical-massage clinics."""
@@ -44,6 +80,7 @@ main.add_command(clients)
 main.add_command(poll)
 main.add_command(users)
 main.add_command(demo_data)
+main.add_command(keys)
 
 
 @main.group()
@@ -308,10 +345,27 @@ def _one_line(message: str) -> str:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
-@click.option("--workers", default=2, show_default=True, type=int)
-def serve(host: str, port: int, workers: int) -> None:
-    """Serve the bridge with gunicorn."""
-    base = Settings.from_env().public_base_url.rstrip("/")
+@click.option("--workers", default=2, show_default=True, type=int, help="Worker processes.")
+@click.option("--threads", default=4, show_default=True, type=int, help="Threads per process.")
+def serve(host: str, port: int, workers: int, threads: int) -> None:
+    """Serve the bridge with gunicorn (settings: fhir_bridge/gunicorn_conf.py).
+
+    The public base URL (token audience, links) follows --host/--port unless
+    FHIR_BRIDGE_PUBLIC_BASE_URL is set.
+    """
+    if not os.environ.get("FHIR_BRIDGE_PUBLIC_BASE_URL"):
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        os.environ["FHIR_BRIDGE_PUBLIC_BASE_URL"] = f"http://{shown}:{port}"
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    from fhir_bridge.store.db import make_engine
+
+    # a malformed or unknown database URL is one line here, not a traceback per gunicorn
+    # worker; an unreachable database is not checked (the bridge starts and /readyz says 503)
+    make_engine(settings.database_url).dispose()
+    base = settings.public_base_url.rstrip("/")
     click.echo(f"fhir-bridge on http://{host}:{port}  (public base {base})")
     click.echo(f"  CapabilityStatement  {base}/fhir/metadata")
     click.echo(f"  Patients             {base}/fhir/Patient")
@@ -321,10 +375,13 @@ def serve(host: str, port: int, workers: int) -> None:
         "-m",
         "gunicorn",
         "fhir_bridge.wsgi:app",
+        "--config",
+        "python:fhir_bridge.gunicorn_conf",
         "--bind",
         f"{host}:{port}",
         "--workers",
         str(workers),
-        "--no-control-socket",
+        "--threads",
+        str(threads),
     ]
     os.execv(sys.executable, args)

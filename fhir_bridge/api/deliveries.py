@@ -68,12 +68,13 @@ def list_deliveries() -> Response:
 
 @deliveries_api.get("/deliveries/<delivery_id>")
 def read_delivery(delivery_id: str) -> Response:
-    """One delivery, with the partner's OperationOutcome of its last failure."""
+    """One delivery, with the partner's OperationOutcome of its last failure and every
+    attempt made (``history``)."""
     try:
-        found = service.get_delivery(runtime(), _pk(delivery_id))
+        found, history = service.delivery_history(runtime(), _pk(delivery_id))
     except service.DeliveryNotFound:
         raise _not_found() from None
-    return jsonify(service.delivery_view(found, detail=True))
+    return jsonify(service.delivery_view(found, detail=True, history=history))
 
 
 @deliveries_api.get("/deliveries/<delivery_id>/payload")

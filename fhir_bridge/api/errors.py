@@ -9,8 +9,14 @@ from werkzeug.exceptions import HTTPException
 
 from fhir_bridge.api.http import fhir_response
 from fhir_bridge.fhir.outcome import FhirError, Issue, error, operation_outcome
+from fhir_bridge.logs import safe_trace
+from fhir_bridge.services.health import DatabaseError, database_unreachable
 
 log = logging.getLogger(__name__)
+
+#: what a 503 asks a client to wait before retrying while the database is unreachable (the
+#: bridge itself reconnects on the next request: pool_pre_ping)
+DATABASE_RETRY_AFTER_SECONDS = 5
 
 _HTTP_ISSUE_CODES = {
     400: "invalid",
@@ -59,10 +65,30 @@ def handle_http_exception(exc: HTTPException) -> Response:
 
 
 def handle_unexpected(exc: Exception) -> Response:
-    """A bug: log it (type and trace, never the body) and answer 500 without details."""
-    log.exception("unhandled error", extra={"error_type": type(exc).__name__})
+    """A bug: log it (types and stack frames, never messages or the body) and answer 500
+    without details."""
+    log.error("unhandled error", extra={"error_type": type(exc).__name__, "trace": safe_trace(exc)})
     return _outcome(
         500, [error("exception", "Internal error; it has been logged with this request's id")]
+    )
+
+
+def handle_database_error(exc: DatabaseError) -> Response:
+    """Database unreachable: 503 ``transient`` with ``Retry-After``; anything else is a bug."""
+    if not database_unreachable(exc):
+        return handle_unexpected(exc)
+    orig = getattr(exc, "orig", None)
+    log.warning(
+        "database unavailable",
+        extra={
+            "error_type": type(orig or exc).__name__,
+            "sqlstate": getattr(orig, "sqlstate", None),
+        },
+    )
+    return _outcome(
+        503,
+        [error("transient", "The database is unavailable; retry after the time given")],
+        {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
     )
 
 
@@ -70,4 +96,5 @@ def init_app(app: Flask) -> None:
     """Register the handlers on the app."""
     app.register_error_handler(FhirError, handle_fhir_error)
     app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(DatabaseError, handle_database_error)
     app.register_error_handler(Exception, handle_unexpected)

@@ -185,7 +185,80 @@ def _polling_router(rt: Runtime, every: float) -> Callable[[Runtime], int]:
 
 @click.group("deliveries")
 def deliveries() -> None:
-    """Deliveries to partners: retry dead letters."""
+    """Deliveries to partners: list them, show one with its attempts, retry dead letters."""
+
+
+@deliveries.command("list")
+@click.option("--partner", "partner_key", default=None, help="Only this partner's (its key).")
+@click.option("--status", type=click.Choice(["pending", "delivered", "dead"]), default=None)
+@click.option("--patient", default=None, help="Only this patient's (Patient/<id> or <id>).")
+@click.option("--event", "event_type", default=None, help="Only this event type.")
+@click.option("--since", default=None, help="Created at or after (ISO 8601 date or date-time).")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def list_(
+    partner_key: str | None,
+    status: str | None,
+    patient: str | None,
+    event_type: str | None,
+    since: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Deliveries, newest first (never their payloads)."""
+    import json
+
+    from fhir_bridge.services import deliveries as service
+
+    try:
+        query = service.DeliveryQuery(
+            partner_key=partner_key,
+            status=status,
+            patient=patient,
+            event_type=event_type,
+            since=service.parse_since(since),
+            limit=limit,
+        )
+    except service.InvalidQuery as exc:
+        raise click.BadParameter(str(exc), param_hint=f"--{exc.param}") from None
+    rt = _runtime()
+    try:
+        rows = service.list_deliveries(rt, query)
+    finally:
+        rt.dispose()
+    views = [service.delivery_view(row) for row in rows]
+    if as_json:
+        for view in views:
+            click.echo(json.dumps(view, ensure_ascii=False))
+        return
+    if not views:
+        click.echo("no deliveries")
+        return
+    columns = ("id", "partner", "event_type", "status", "attempts", "last_status", "created_at")
+    table = [columns] + [tuple("" if v[c] is None else str(v[c]) for c in columns) for v in views]
+    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
+    for r in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+
+
+@deliveries.command("show")
+@click.argument("delivery_id", type=int)
+def show(delivery_id: int) -> None:
+    """One delivery as JSON, with every attempt made (``history``) and the partner's
+    OperationOutcomes; never the payload."""
+    import json
+
+    from fhir_bridge.services import deliveries as service
+
+    rt = _runtime()
+    try:
+        found, history = service.delivery_history(rt, delivery_id)
+    except service.DeliveryNotFound:
+        raise click.ClickException(f"no delivery {delivery_id}") from None
+    finally:
+        rt.dispose()
+    view = service.delivery_view(found, detail=True, history=history)
+    click.echo(json.dumps(view, indent=2, ensure_ascii=False))
 
 
 @deliveries.command("retry")

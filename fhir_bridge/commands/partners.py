@@ -152,7 +152,8 @@ def add(
 
 
 @partners.command("list")
-def list_() -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line (the `show` view).")
+def list_(as_json: bool) -> None:
     """A table of every partner: key, kind, name, base URL, events, auth, enabled."""
     from fhir_bridge.services import partners as service
 
@@ -161,6 +162,10 @@ def list_() -> None:
         rows = service.list_partners(rt)
     finally:
         rt.dispose()
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(service.partner_view(row), ensure_ascii=False))
+        return
     if not rows:
         click.echo("no partners registered")
         return

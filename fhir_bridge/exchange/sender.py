@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -101,19 +102,26 @@ def send_bundle(
     session: requests.Session,
     timeout: float | tuple[float, float],
     now: datetime | None = None,
+    log_context: Mapping[str, object] | None = None,
 ) -> SendResult:
     """POST ``bundle_bytes`` (a transaction Bundle) to ``base_url``; see the module docstring.
 
     A 401 calls ``auth.refresh()`` and, when it says so, retries once at once with fresh
     headers; a second 401 (or a refresh that declines) is a dead letter like any 4xx.
     ``now`` (naive or aware UTC) reads HTTP-date ``Retry-After`` values; default the clock.
+    ``log_context`` (ids only: partner key, delivery id, worker) joins the "bundle sent" line.
     """
     started = time.perf_counter()
     result = _send(base_url, bundle_bytes, auth=auth, session=session, timeout=timeout, now=now)
     elapsed = round((time.perf_counter() - started) * 1000, 2)
     log.info(
         "bundle sent",
-        extra={"outcome": result.outcome, "status": result.status, "ms": elapsed},
+        extra={
+            **(log_context or {}),
+            "outcome": result.outcome,
+            "status": result.status,
+            "ms": elapsed,
+        },
     )
     return SendResult(**{**result.__dict__, "elapsed_ms": elapsed})
 

@@ -50,6 +50,7 @@ from fhir_bridge.exchange.sender import SendResult, send_bundle
 from fhir_bridge.fhir import jsonio
 from fhir_bridge.store import delivery_queue as queue
 from fhir_bridge.store.db import read_session, write_session
+from fhir_bridge.store.delivery_attempts import Attempt, log_attempts
 from fhir_bridge.store.partners import PartnerRow, PartnerStore
 
 if TYPE_CHECKING:
@@ -321,6 +322,7 @@ class Worker:
         unsent: list[int] = []
         failing: set[int] = set()
         results: list[tuple[queue.Job, SendResult, datetime]] = []
+        began: dict[int, datetime] = {}  # when each attempt started, by row
         for index, pk in enumerate(batch.pks):
             if self.clock() + margin >= batch.lease:
                 unsent.extend(batch.pks[index:])
@@ -335,13 +337,14 @@ class Worker:
                 results.append((job, SendResult("retry", error=error), self.clock()))
                 continue
             partner = batch.partners[job.partner_pk]
-            result = self._send(partner, batch.payloads[pk])
+            began[pk] = self.clock()
+            result = self._send(partner, batch.payloads[pk], delivery=pk)
             results.append((job, result, self.clock()))
             self.health.record(partner, result)
             attempted += 1
             if result.outcome == "retry":
                 failing.add(job.partner_pk)
-        self._record_all(results, unsent, batch.lease)
+        self._record_all(results, unsent, batch.lease, began)
         return attempted
 
     # -- one delivery ----------------------------------------------------------------------
@@ -404,8 +407,8 @@ class Worker:
                 out[job.outbox_pk] = exc
         return out
 
-    def _send(self, partner: PartnerRow, payload: bytes) -> SendResult:
-        """POST one payload with the partner's auth."""
+    def _send(self, partner: PartnerRow, payload: bytes, *, delivery: int) -> SendResult:
+        """POST one payload with the partner's auth (logged with the partner and delivery)."""
         try:
             auth = self._auth_for(partner)
         except Exception as exc:
@@ -418,6 +421,7 @@ class Worker:
             session=self.http,
             timeout=self.timeout,
             now=self.clock(),
+            log_context={"partner": partner.key, "delivery": delivery, "worker": self.worker_id},
         )
 
     def _auth_for(self, partner: PartnerRow) -> PartnerAuth:
@@ -433,6 +437,7 @@ class Worker:
         results: Sequence[tuple[queue.Job, SendResult, datetime]],
         unsent: Sequence[int],
         lease: datetime,
+        began: Mapping[int, datetime] | None = None,
     ) -> None:
         """Record every result (each at the time it came) and give back the unsent rows, in
         one transaction (the deliveries in one executemany). A crash before it records
@@ -440,6 +445,11 @@ class Worker:
         if not results and not unsent:
             return
         with write_session(self.runtime.sessions) as session:
+            began = began or {}
+            log_attempts(
+                session,
+                [self._attempt(job, r, began.get(job.pk, at), at) for job, r, at in results],
+            )
             delivered = [(j, r, at) for j, r, at in results if r.outcome == "delivered"]
             not_ours = queue.complete_many(
                 session, [(j.pk, at, r.status) for j, r, at in delivered], lease=lease
@@ -458,6 +468,29 @@ class Worker:
                 "delivery lease lost before the result was recorded",
                 extra={"delivery": job.pk, "worker": self.worker_id, "outcome": result.outcome},
             )
+
+    def _attempt(
+        self, job: queue.Job, result: SendResult, began: datetime, done: datetime
+    ) -> Attempt:
+        """The history row of one attempt (kept even when the row's lease was lost: the
+        partner got the Bundle all the same); ``began`` and ``done`` by the worker's clock."""
+        return Attempt(
+            delivery_pk=job.pk,
+            attempted_at=began,
+            duration_ms=result.elapsed_ms,
+            result=self._verdict(job, result, done),
+            http_status=result.status,
+            error=result.error,
+            outcome=result.outcome_body,
+            worker=self.worker_id,
+        )
+
+    def _verdict(self, job: queue.Job, result: SendResult, now: datetime) -> str:
+        """What ``_record`` makes of a result: delivered, retry or dead (given up)."""
+        if result.outcome != "retry":
+            return result.outcome
+        gave_up = backoff.given_up(job.first_failed_at or now, now, max_age=self.max_age)
+        return "dead" if gave_up else "retry"
 
     def _record(
         self, session: Session, job: queue.Job, result: SendResult, now: datetime, lease: datetime

@@ -20,8 +20,21 @@ import yaml
 if TYPE_CHECKING:
     from fhir_bridge.mapping.mcid import Mcid
 
-#: the ``mappings/`` folder shipped with the bridge (repository root)
-DEFAULT_MAPPINGS_DIR = Path(__file__).resolve().parents[2] / "mappings"
+#: the ``mappings/`` folder of a repository checkout (where clinics edit the tables)
+REPOSITORY_MAPPINGS_DIR = Path(__file__).resolve().parents[2] / "mappings"
+#: the copy an installed wheel carries (``setup.py`` puts it there)
+PACKAGED_MAPPINGS_DIR = Path(__file__).resolve().parents[1] / "_mappings"
+
+
+def default_mappings_dir() -> Path:
+    """The repository's ``mappings/`` when running from a checkout, else the wheel's copy."""
+    if (REPOSITORY_MAPPINGS_DIR / "techniques.yaml").is_file():
+        return REPOSITORY_MAPPINGS_DIR
+    return PACKAGED_MAPPINGS_DIR
+
+
+#: the mappings the bridge loads unless told otherwise (FHIR_BRIDGE_MAPPINGS_DIR)
+DEFAULT_MAPPINGS_DIR = default_mappings_dir()
 
 CPT = "http://www.ama-assn.org/go/cpt"
 SNOMED = "http://snomed.info/sct"

@@ -9,6 +9,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
 from fhir_bridge.records.errors import Problem, to_operation_outcome
+from fhir_bridge.records.openapi_operator import SCHEMAS, operator_paths, refusals
 from fhir_bridge.records.referral_schemas import (
     DeclineSchema,
     ReferralListSchema,
@@ -372,7 +373,8 @@ def _vocabulary_enums(schemas: dict[str, Any], vocabulary: Vocabulary) -> None:
 
 
 def openapi_spec(*, server_url: str, vocabulary: Vocabulary | None = None) -> dict[str, Any]:
-    """The OpenAPI 3.0.3 document (a dict) of ``/api/v1`` (sessions and referrals).
+    """The OpenAPI 3.0.3 document (a dict) of ``/api/v1`` (sessions, referrals, partners and
+    deliveries; every operation with the 401/403/429/503 it may answer before it runs).
 
     With ``vocabulary``, the technique, body-site, laterality and measure fields list the keys
     known to ``mappings/`` as enums.
@@ -417,7 +419,16 @@ def openapi_spec(*, server_url: str, vocabulary: Vocabulary | None = None) -> di
     spec.tag({"name": "referrals", "description": "Physicians' referrals: the clinic's inbox"})
     for path, operations in _referral_operations().items():
         spec.path(path=path, operations=operations)
+    for name, schema in SCHEMAS.items():
+        spec.components.schema(name, component=copy.deepcopy(schema))
+    spec.tag({"name": "deliveries", "description": "Partners and deliveries to them"})
+    for path, operations in operator_paths().items():
+        spec.path(path=path, operations=operations)
     document = spec.to_dict()
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            for status, answer in refusals().items():
+                operation["responses"].setdefault(status, answer)
     document["security"] = [{"smartBackendServices": []}]
     if vocabulary is not None:
         _vocabulary_enums(document["components"]["schemas"], vocabulary)

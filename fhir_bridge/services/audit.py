@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from fhir_bridge.logs import safe_trace
 from fhir_bridge.services.runtime import Runtime
 from fhir_bridge.store.db import read_session, write_session
 from fhir_bridge.store.member_scope import patients_of
@@ -166,8 +167,12 @@ class AuditTrail:
         while not self._stop.wait(FLUSH_INTERVAL_SECONDS):
             try:
                 self.flush()
-            except Exception:
-                log.exception("audit flush failed")
+            except Exception as exc:
+                # types and frames only: an error's text may quote the AuditEvents (queries)
+                log.error(
+                    "audit flush failed",
+                    extra={"error_type": type(exc).__name__, "trace": safe_trace(exc)},
+                )
 
     def close(self) -> None:
         """Stop the flusher and store what is spooled."""

@@ -16,6 +16,7 @@ from fhir_bridge.services.runtime import Runtime
 from fhir_bridge.store import delivery_queue as queue
 from fhir_bridge.store.db import read_session, write_session
 from fhir_bridge.store.deliveries import DeliveryRow, DeliveryStore
+from fhir_bridge.store.delivery_attempts import Attempt, attempts_of
 
 STATUSES = (queue.PENDING, queue.DELIVERED, queue.DEAD)
 
@@ -101,6 +102,15 @@ def get_delivery(runtime: Runtime, pk: int) -> DeliveryRow:
     return found
 
 
+def delivery_history(runtime: Runtime, pk: int) -> tuple[DeliveryRow, list[Attempt]]:
+    """One delivery and every attempt made at it, oldest first; DeliveryNotFound."""
+    with read_session(runtime.sessions) as session:
+        found = DeliveryStore(session).get(pk)
+        if found is None:
+            raise DeliveryNotFound(pk)
+        return found, attempts_of(session, pk)
+
+
 def delivery_payload(runtime: Runtime, pk: int) -> bytes | None:
     """The Bundle sent (or to be resent) for a delivery: PHI, for PHI-permitted callers only.
 
@@ -128,8 +138,8 @@ def retry_delivery(runtime: Runtime, pk: int, *, now: datetime | None = None) ->
     return found
 
 
-def _time(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat(timespec="seconds") + "Z"
+def _time(value: datetime | None, timespec: str = "seconds") -> str | None:
+    return None if value is None else value.isoformat(timespec=timespec) + "Z"
 
 
 def _outcome(raw: str | None) -> Any:
@@ -142,8 +152,24 @@ def _outcome(raw: str | None) -> Any:
         return raw
 
 
-def delivery_view(d: DeliveryRow, *, detail: bool = False) -> dict[str, Any]:
-    """The operator's view of a delivery; ``detail`` adds the partner's OperationOutcome."""
+def attempt_view(a: Attempt) -> dict[str, Any]:
+    """One attempt as the log shows it (the partner's OperationOutcome as JSON)."""
+    return {
+        "at": _time(a.attempted_at, "milliseconds"),
+        "duration_ms": a.duration_ms,
+        "result": a.result,
+        "status": a.http_status,
+        "error": a.error,
+        "outcome": _outcome(a.outcome),
+        "worker": a.worker,
+    }
+
+
+def delivery_view(
+    d: DeliveryRow, *, detail: bool = False, history: list[Attempt] | None = None
+) -> dict[str, Any]:
+    """The operator's view of a delivery; ``detail`` adds the partner's OperationOutcome of
+    the last failure, ``history`` every attempt (a success does not erase a failure there)."""
     body: dict[str, Any] = {
         "id": d.pk,
         "partner": d.partner_key,
@@ -163,4 +189,6 @@ def delivery_view(d: DeliveryRow, *, detail: bool = False) -> dict[str, Any]:
     }
     if detail:
         body["outcome"] = _outcome(d.outcome)
+    if history is not None:
+        body["history"] = [attempt_view(a) for a in history]
     return body

@@ -19,15 +19,21 @@ A partner receives an event only when ``partner.receives(event_type)`` (enabled,
 Outbox ids are handed out before commit, so on PostgreSQL an event may become visible after a
 later one was routed. The router therefore stops before a gap in the ids until the event after
 the gap is ``GAP_GRACE`` old; a gap older than that is a rolled-back write and is passed.
+A gap is passed at once when no other transaction that has written anything is open
+(``_no_other_writer``): only an open writer could still fill it. On SQLite that always holds
+(the router holds the one write lock); on PostgreSQL it is read from ``pg_stat_activity``, which
+shows other sessions' transaction ids to the same database role (the bridge's processes share
+one; a role of its own per process would need ``pg_read_all_stats``). So a rolled-back session
+(two nodes racing on one visit roll back and retry) delays routing only while writers are busy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -114,7 +120,12 @@ def route_pending(runtime: Runtime, *, limit: int = 500, now: datetime | None = 
     created = 0
     with write_session(runtime.sessions) as session:
         after = _lock_cursor(session)
-        events = _settled(OutboxWriter(session).pending(after_pk=after, limit=limit), after, now)
+        events = _settled(
+            OutboxWriter(session).pending(after_pk=after, limit=limit),
+            after,
+            now,
+            quiet=lambda: _no_other_writer(session),
+        )
         if not events:
             return 0
         partners = PartnerStore(session).enabled()
@@ -131,16 +142,43 @@ def route_pending(runtime: Runtime, *, limit: int = 500, now: datetime | None = 
     return created
 
 
-def _settled(events: Sequence[Event], after: int, now: datetime) -> list[Event]:
-    """The leading events up to the first gap in ids that may still be filled."""
+def _settled(
+    events: Sequence[Event],
+    after: int,
+    now: datetime,
+    quiet: Callable[[], bool] = lambda: False,
+) -> list[Event]:
+    """The leading events up to the first gap in ids that may still be filled.
+
+    ``quiet()`` (asked once, at the first young gap) tells that no transaction that could
+    fill a gap is open: every gap is then settled.
+    """
     out: list[Event] = []
     expected = after + 1
+    calm: bool | None = None
     for event in events:
         if event.pk != expected and event.created_at > now - GAP_GRACE:
-            break
+            calm = quiet() if calm is None else calm
+            if not calm:
+                break
         out.append(event)
         expected = event.pk + 1
     return out
+
+
+def _no_other_writer(session: Session) -> bool:
+    """True when no other transaction with writes is open on this database (see the module
+    docstring). SQLite: always (the router's transaction holds the write lock)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return True
+    return not session.execute(
+        text(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid() AND backend_xid IS NOT NULL"
+            # another router waiting for our cursor lock holds no outbox id
+            " AND NOT pg_backend_pid() = ANY (pg_blocking_pids(pid)))"
+        )
+    ).scalar_one()
 
 
 def _lock_cursor(session: Session) -> int:

@@ -22,7 +22,12 @@ NEVER_AUTOMATICALLY = 2**31 - 1
 
 
 def make_engine(database_url: str, **kwargs: object) -> Engine:
-    """Create an engine; SQLite gets WAL, foreign keys, a busy timeout and explicit BEGINs."""
+    """Create an engine; SQLite gets WAL, foreign keys, a busy timeout and explicit BEGINs.
+
+    Bound parameters are never part of an error's text (``hide_parameters``): they are
+    patients' identifiers, names and records, and error texts end up in logs.
+    """
+    kwargs.setdefault("hide_parameters", True)
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(database_url, **kwargs)

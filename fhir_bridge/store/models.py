@@ -14,6 +14,7 @@ from sqlalchemy import (
     Boolean,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -258,10 +260,27 @@ class OutboxEvent(Base):
 
     The delivery worker consumes these rows (in ``pk`` order per patient); an event names the
     changed resource version and carries no PHI beyond ids.
+
+    **One event per fact**: (resource type, id, version, event type) is unique, and writers
+    insert-or-ignore (``store.outbox``), so two nodes writing the same change at once make one
+    event. Rows written twice before that rule existed keep ``duplicate_of`` (the pk of the
+    first one) and stay out of the unique index, with their delivery history.
     """
 
     __tablename__ = "outbox_event"
-    __table_args__ = (Index(None, "patient_id", "pk"),)
+    __table_args__ = (
+        Index(None, "patient_id", "pk"),
+        Index(
+            "uq_outbox_event_fact",
+            "resource_type",
+            "resource_id",
+            "version_id",
+            "event_type",
+            unique=True,
+            postgresql_where=text("duplicate_of IS NULL"),
+            sqlite_where=text("duplicate_of IS NULL"),
+        ),
+    )
 
     pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, index=True)
@@ -272,6 +291,8 @@ class OutboxEvent(Base):
     patient_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     #: JSON object: event details (ids and references only)
     detail: Mapped[str] = mapped_column(Text)
+    #: set on an event that repeated an earlier one (before migration 0009 made them unique)
+    duplicate_of: Mapped[int | None] = mapped_column(BigId, nullable=True)
 
 
 class Partner(Base):
@@ -340,6 +361,31 @@ class Delivery(Base):
     payload: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class DeliveryAttempt(Base):
+    """One attempt to send a delivery: kept for good, so a later success does not erase a
+    failure (the ``delivery`` row holds only the latest state)."""
+
+    __tablename__ = "delivery_attempt"
+    __table_args__ = (Index(None, "delivery_pk", "pk"),)
+
+    pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    delivery_pk: Mapped[int] = mapped_column(ForeignKey("delivery.pk"))
+    #: when the attempt started (naive UTC)
+    attempted_at: Mapped[datetime] = mapped_column(DateTime)
+    #: how long the partner took to answer (NULL: not measured, e.g. rows from before 0009)
+    duration_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: delivered | retry | dead: what the worker made of it
+    result: Mapped[str] = mapped_column(String(16))
+    #: the partner's HTTP status (NULL without an answer)
+    http_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: a short PHI-free reason (status codes, exception type names)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: the partner's OperationOutcome (JSON text, at most 64 KB) on a failure
+    outcome: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: the worker that made the attempt
+    worker: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
 
 class OutboxCursor(Base):

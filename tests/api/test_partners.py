@@ -143,6 +143,16 @@ def _table(output: str) -> dict[str, list[str]]:
     return {line.split()[0]: line.split() for line in lines[1:]}
 
 
+def test_list_json_is_one_show_view_per_line(env, keys):
+    assert run(env, "list", "--json").stdout == ""
+    assert add_physician(env).exit_code == 0
+    assert add_payer(env, keys["es384"]).exit_code == 0
+    lines = [json.loads(line) for line in run(env, "list", "--json").stdout.splitlines()]
+    assert [p["key"] for p in lines] == ["acme", "northside"]
+    assert lines[1] == json.loads(run(env, "show", "northside").stdout)
+    assert "key_file" not in json.dumps(lines)  # no secret location, as in show
+
+
 def test_add_list_show_disable_enable_round_trip(env, keys, client):
     assert run(env, "list").output.strip() == "no partners registered"
 

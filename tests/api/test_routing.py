@@ -7,11 +7,13 @@ directly in the store.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
 from fhir_bridge.fhir.transaction import iter_references
 from fhir_bridge.fhir.validation import validate_resource
@@ -30,9 +32,10 @@ from fhir_bridge.services.routing import (
 from fhir_bridge.services.runtime import Runtime
 from fhir_bridge.store.db import read_session, write_session
 from fhir_bridge.store.deliveries import DeliveryRow, DeliveryStore
+from fhir_bridge.store.models import OutboxCursor, OutboxEvent
 from fhir_bridge.store.outbox import EVENT_TYPES, Event, OutboxWriter
 from fhir_bridge.store.partners import PartnerRow, PartnerStore
-from fhir_bridge.store.repository import ResourceStore
+from fhir_bridge.store.repository import ResourceStore, StoredResource
 from tests.api.test_referrals import act, on_file, post, post_session, referral, session
 
 __all__ = ["on_file"]  # a fixture, used by name
@@ -359,3 +362,40 @@ def test_a_fresh_gap_in_outbox_ids_holds_later_events_back():
     assert [e.pk for e in _settled([_event(1, fresh), _event(3, fresh)], 0, now)] == [1]
     assert [e.pk for e in _settled([_event(1, fresh), _event(3, old)], 0, now)] == [1, 3]
     assert [e.pk for e in _settled([_event(5, fresh)], 4, now)] == [5]
+
+
+def test_a_fresh_gap_is_passed_when_no_writer_could_still_fill_it():
+    now = T0
+    fresh = now - timedelta(seconds=1)
+    asked: list[bool] = []
+
+    def quiet() -> bool:
+        asked.append(True)
+        return True
+
+    events = [_event(1, fresh), _event(3, fresh), _event(5, fresh)]
+    assert [e.pk for e in _settled(events, 0, now, quiet=quiet)] == [1, 3, 5]
+    assert asked == [True]  # asked once per routing pass
+
+
+def _stored(resource_id: str) -> StoredResource:
+    return StoredResource("ServiceRequest", resource_id, 1, T0, False, b"{}", 1)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def test_the_router_passes_a_rolled_back_gap_without_waiting(runtime):
+    """A write that took an outbox id and rolled back leaves a gap; with no writer left open
+    the events after it are routed at once, not after GAP_GRACE."""
+    with suppress(RuntimeError), write_session(runtime.sessions) as s:
+        OutboxWriter(s).emit("referral.received", _stored("sr-gap"), at=T0, patient_id=None)
+        raise RuntimeError("rolled back")
+    with write_session(runtime.sessions) as s:
+        OutboxWriter(s).emit("referral.received", _stored("sr-after"), at=utcnow(), patient_id=None)
+    route_pending(runtime, now=utcnow())
+    with read_session(runtime.sessions) as s:
+        cursor = s.scalar(select(OutboxCursor.last_pk).where(OutboxCursor.name == "router"))
+        last = s.scalar(select(func.max(OutboxEvent.pk)))
+    assert cursor == last

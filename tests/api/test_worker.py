@@ -13,6 +13,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -105,7 +106,7 @@ def _deliveries(
                     created_at=created,
                     event_type="session.documented",
                     resource_type="Encounter",
-                    resource_id="e1",
+                    resource_id=f"e-{uuid.uuid4().hex}",  # one event per fact
                     version_id=1,
                     patient_id=patient,
                     detail="{}",

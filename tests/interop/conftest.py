@@ -3,27 +3,18 @@ the samples) and a real, independent partner FHIR server (Medplum's FHIR logic: 
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
 from tests.conftest import BACKENDS, provision_database
 from tests.interop.peer import MedplumPeer, medplum_peer
+from tests.support.served import bridge_env, served_bridge
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
@@ -38,50 +29,14 @@ def bridge_database_url(
 @pytest.fixture(scope="session")
 def bridge_url(bridge_database_url: str) -> Iterator[str]:
     """Base URL of a gunicorn-served bridge with the sample data (both backends)."""
-    database_url = bridge_database_url
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "FHIR_BRIDGE_DATABASE_URL": database_url,
-        "FHIR_BRIDGE_PUBLIC_BASE_URL": base,
-        "FHIR_BRIDGE_LOG_LEVEL": "WARNING",
-    }
-    cli = [sys.executable, "-m", "fhir_bridge"]
     subprocess.run(
-        [*cli, "load", str(ROOT / "sample_bundles")], env=env, check=True, capture_output=True
+        [sys.executable, "-m", "fhir_bridge", "load", str(ROOT / "sample_bundles")],
+        env=bridge_env(bridge_database_url),
+        check=True,
+        capture_output=True,
     )
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "fhir_bridge.wsgi:app",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "2",
-            "--no-control-socket",
-        ],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{base}/readyz", timeout=5).status_code == 200:
-                    break
-            except requests.RequestException:
-                time.sleep(0.2)
-        else:
-            raise RuntimeError("bridge did not become ready")
+    with served_bridge(bridge_database_url) as base:
         yield base
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")
