@@ -104,7 +104,14 @@ _BUNDLE_DOC = (
     "POST [base] with a transaction or batch Bundle: POST (ifNoneExist), PUT (Type/id or "
     "conditional Type?params) and GET (read) entries on "
     + ", ".join(BUNDLE_WRITE_TYPES)
-    + "; urn:uuid fullUrls and conditional references are resolved. DELETE is not supported."
+    + "; urn:uuid fullUrls and conditional references are resolved. DELETE is not supported. "
+    "Re-sent referrals: the ServiceRequest is matched on its placer identifier (with or without "
+    "ifNoneExist); unchanged, nothing is written; changed, it is checked by the rules of a new "
+    "referral (422 leaves the one on file untouched) and stored as its next version. Other "
+    "entries are matched on business identifiers only (an ifNoneExist naming an identifier the "
+    "resource lacks is refused); a matched Patient, Coverage or Condition on file is kept as is, "
+    "with a warning naming what differs; entries without identifiers reuse what the re-sent "
+    "referral links to only while unchanged."
 )
 
 TERMINOLOGY_PARAMS = (
@@ -157,8 +164,11 @@ def _security(fhir_base_url: str) -> dict[str, Any]:
         ],
         "description": (
             "Every interaction except metadata needs a bearer token from the token endpoint "
-            "(SMART Backend Services, private_key_jwt with RS384 or ES384). Payers see only "
-            "their members, EHRs the patients they referred."
+            "(SMART Backend Services, private_key_jwt with RS384 or ES384). One access policy: "
+            "payers see their current members (never a competitor's Coverage), EHRs the patients "
+            "of referrals the clinic accepted and their own referrals; a token's SMART types "
+            "bound every path (includes, batch entries, operations). What a caller may not see "
+            "answers as if it did not exist."
         ),
         "extension": [
             {
