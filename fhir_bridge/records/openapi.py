@@ -353,6 +353,38 @@ def _referral_operations() -> dict[str, dict[str, Any]]:
                 },
             }
         },
+        "/api/v1/referrals/{id}/progress-report": {
+            "get": {
+                "summary": "The referral's progress report or discharge summary (HTML or PDF)",
+                "description": (
+                    "Generated from the outcome engine: baseline, latest and change per measure, "
+                    "charts, visits, goals, the therapist's assessment and plan. Accept: "
+                    "text/html or application/pdf."
+                ),
+                "operationId": "readProgressReport",
+                "tags": ["referrals"],
+                "parameters": [
+                    path_id,
+                    {
+                        "in": "query",
+                        "name": "kind",
+                        "required": False,
+                        "schema": {"type": "string", "enum": ["progress", "discharge"]},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The report.",
+                        "content": {
+                            "text/html": {"schema": {"type": "string"}},
+                            "application/pdf": {"schema": {"type": "string", "format": "binary"}},
+                        },
+                    },
+                    "404": _outcome("No referral with that id."),
+                    "406": _outcome("Accept names neither text/html nor application/pdf."),
+                },
+            }
+        },
         **actions,
     }
 
