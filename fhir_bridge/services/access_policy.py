@@ -29,8 +29,10 @@ from typing import Any
 from fhir_bridge.fhir.outcome import FhirError, Issue
 from fhir_bridge.fhir.search_params import SEARCH_PARAMS
 from fhir_bridge.fhir.search_query import parse_search
+from fhir_bridge.mapping.referral_keys import reference
 from fhir_bridge.security.principal import Principal
 from fhir_bridge.services.authorization import utcnow
+from fhir_bridge.services.referral_lookup import ReferralLookup
 from fhir_bridge.services.runtime import Runtime
 from fhir_bridge.store.clients import ClientStore
 from fhir_bridge.store.db import read_session
@@ -102,11 +104,6 @@ def may_use_clinic_api(principal: Principal) -> bool:
 def forbidden(diagnostics: str, expression: str) -> FhirError:
     """The 403 every refused write gets."""
     return FhirError(403, Issue("error", "forbidden", diagnostics, (expression,)))
-
-
-def _reference(node: Any) -> str | None:
-    ref = node.get("reference") if isinstance(node, dict) else None
-    return ref if isinstance(ref, str) and ref else None
 
 
 def _npis(resource: Mapping[str, Any] | None) -> set[str]:
@@ -204,9 +201,9 @@ class WriteAccess:
 
     def _check_role(self, store: ResourceStore, role: Mapping[str, Any], expression: str) -> None:
         """A role in the caller's Organization may only name a practitioner it speaks for."""
-        if _reference(role.get("organization")) != f"Organization/{self.org_id}":
+        if reference(role.get("organization")) != f"Organization/{self.org_id}":
             return
-        practitioner = self._resolve(store, role, _reference(role.get("practitioner")))
+        practitioner = self._resolve(store, role, reference(role.get("practitioner")))
         if not (_npis(practitioner) & self.npis):
             raise forbidden(
                 "A PractitionerRole in this client's Organization must name a practitioner "
@@ -226,7 +223,7 @@ class WriteAccess:
             and str(ident.get("value")) in self.npis
         ):
             return True
-        ref = _reference(requester)
+        ref = reference(requester)
         if ref is None:
             return False
         if ref == f"Organization/{self.org_id}" and self.org_id:
@@ -235,11 +232,11 @@ class WriteAccess:
         if target is None:
             return False
         if target.get("resourceType") == "PractitionerRole":
-            if self.org_id and _reference(target.get("organization")) == (
+            if self.org_id and reference(target.get("organization")) == (
                 f"Organization/{self.org_id}"
             ):
                 return True
-            target = self._resolve(store, target, _reference(target.get("practitioner")))
+            target = self._resolve(store, target, reference(target.get("practitioner")))
         if target is None or target.get("resourceType") != "Practitioner":
             return False
         if _npis(target) & self.npis:
@@ -252,7 +249,7 @@ class WriteAccess:
         task: Mapping[str, Any],
         focus: Callable[[str], Mapping[str, Any] | None] | None = None,
     ) -> bool:
-        ref = _reference(task.get("focus"))
+        ref = reference(task.get("focus"))
         if ref is None:
             return False
         sr = focus(ref) if focus is not None else None
@@ -272,18 +269,7 @@ class WriteAccess:
         store: ResourceStore, holder: Mapping[str, Any], ref: str | None
     ) -> dict[str, Any] | None:
         """A contained resource or one on file (this transaction); None for anything else."""
-        if ref is None:
-            return None
-        if ref.startswith("#"):
-            for res in holder.get("contained") or []:
-                if isinstance(res, dict) and res.get("id") == ref[1:]:
-                    return res
-            return None
-        rtype, _, rid = ref.partition("/")
-        if not rtype or not rid or "/" in rid or rtype not in SEARCH_PARAMS:
-            return None
-        found = store.get(rtype, rid)
-        return found.resource if found is not None else None
+        return ReferralLookup(store).resolve(holder, ref)
 
 
 def write_access(runtime: Runtime, principal: Principal) -> WriteAccess:

@@ -23,6 +23,7 @@ from fhir_bridge.fhir.bundle_plan import (
 )
 from fhir_bridge.fhir.search_query import SearchQuery
 from fhir_bridge.fhir.transaction import (
+    BUNDLE_WRITE_TYPES,
     RequestUrl,
     entry_path,
     identity_claim,
@@ -43,15 +44,9 @@ from fhir_bridge.services.referral_intake import (
 )
 from fhir_bridge.store.repository import ResourceStore, StoredResource
 
-IDENTIFIED_TYPES = (
-    "Patient",
-    "Practitioner",
-    "PractitionerRole",
-    "Organization",
-    "Coverage",
-    "Condition",
-    "Task",
-)
+#: types a referral Bundle's POST entries are matched on by identifier (a ServiceRequest is
+#: matched on its placer identifier instead)
+IDENTIFIED_TYPES = tuple(t for t in BUNDLE_WRITE_TYPES if t != "ServiceRequest")
 
 
 @dataclass
@@ -307,14 +302,3 @@ def rewrite(store: ResourceStore, ops: Sequence[BundleOp], run: Run) -> None:
     for op in ops:
         if op.resource is not None:
             run.bodies[op.index] = rewrite_references(op.resource, mapping)
-
-
-#: what an EHR's referral Bundle carries as demographics: matched, never overwritten
-KEPT_TYPES = (
-    "Patient",
-    "Practitioner",
-    "PractitionerRole",
-    "Organization",
-    "Coverage",
-    "Condition",
-)
