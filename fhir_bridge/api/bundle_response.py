@@ -7,10 +7,11 @@ from typing import Any
 
 import orjson
 
+from fhir_bridge.api.fhir_read import search_bundle
 from fhir_bridge.fhir.dates import to_instant
 from fhir_bridge.fhir.outcome import FhirError, Issue, operation_outcome
 from fhir_bridge.fhir.transaction import status_line
-from fhir_bridge.services.fhir_write import BundleOutcome, WriteResult
+from fhir_bridge.services.fhir_write import BundleOutcome, EntryOutcome, WriteResult
 from fhir_bridge.services.resources import StoredResource
 
 #: what ``Prefer: return=`` may ask for
@@ -60,9 +61,12 @@ def bundle_response(
     on_read: Callable[[StoredResource], None] | None = None,
 ) -> dict[str, Any]:
     """The transaction-response or batch-response Bundle; ``on_read`` hears of every resource
-    a GET entry returned (for the audit trail)."""
+    a GET entry returned, a search's matches and includes too (for the audit trail)."""
     entries = []
     for entry in outcome.entries:
+        if entry.search is not None:
+            entries.append(search_entry(entry, base, on_read))
+            continue
         if entry.result is None:
             assert entry.error is not None
             entries.append(failed_entry(entry.error))
@@ -71,3 +75,17 @@ def bundle_response(
             on_read(entry.result.stored)
         entries.append(response_entry(entry.result, base, prefer))
     return {"resourceType": "Bundle", "type": f"{outcome.kind}-response", "entry": entries}
+
+
+def search_entry(
+    entry: EntryOutcome, base: str, on_read: Callable[[StoredResource], None] | None
+) -> dict[str, Any]:
+    """A GET search entry's answer: 200 and the searchset the same ``GET [base]/Type?params``
+    gets, whatever ``Prefer: return=`` says (it is about writes)."""
+    assert entry.search is not None
+    found = entry.search
+    if on_read is not None:
+        for stored in found.disclosed:
+            on_read(stored)
+    body = search_bundle(base, found.params, found.query, found.page)
+    return {"resource": body, "response": {"status": status_line(200)}}

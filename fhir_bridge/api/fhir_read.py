@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, request
@@ -228,15 +230,22 @@ def _search(resource_type: str, params: list[tuple[str, str]]) -> Response:
     query = resolve_bare_ids(rt, query, current_scope())
     page = resources.search(rt, query, current_scope())
     _disclosed(query, page)
-    base = rt.settings.fhir_base_url
+    return fhir_response(search_bundle(rt.settings.fhir_base_url, params, query, page))
+
+
+def search_bundle(
+    base: str, params: Sequence[tuple[str, str]], query: SearchQuery, page: SearchPage
+) -> dict[str, Any]:
+    """The searchset ``GET [base]/Type?params`` answers with (a batch's search entries too):
+    self, next and previous links keep the parameters and carry the page's ``_cursor``."""
     kept = [(k, v) for k, v in params if k != "_cursor" and k not in TRANSPORT_PARAMS]
 
     def link(cursor: str | None) -> str:
         extra = [("_cursor", cursor)] if cursor else []
         qs = urlencode(kept + extra)
-        return f"{base}/{resource_type}" + (f"?{qs}" if qs else "")
+        return f"{base}/{query.resource_type}" + (f"?{qs}" if qs else "")
 
-    body = searchset(
+    return searchset(
         base_url=base,
         self_link=link(query.cursor),
         matches=page.matches,
@@ -246,10 +255,9 @@ def _search(resource_type: str, params: list[tuple[str, str]]) -> Response:
         previous_link=link(page.previous_cursor) if page.previous_cursor else None,
         issues=query.issues,
         elements=query.elements
-        or (summary_elements(resource_type) if query.summary == "true" else None),
+        or (summary_elements(query.resource_type) if query.summary == "true" else None),
         parse=jsonio.loads,
     )
-    return fhir_response(body)
 
 
 @fhir_read.route("/<resource_type>/<resource_id>", methods=["PUT", "DELETE", "PATCH", "POST"])

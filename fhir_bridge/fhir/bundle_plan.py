@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fhir_bridge.fhir.outcome import FhirError, Issue, error
+from fhir_bridge.fhir.search_params import SEARCH_PARAMS
 from fhir_bridge.fhir.search_query import SearchQuery, TokenValue, parse_search
 from fhir_bridge.fhir.transaction import (
     BUNDLE_WRITE_TYPES,
@@ -35,7 +36,12 @@ class BundleOp:
     full_url: str | None = None
     if_none_exist: SearchQuery | None = None
     if_match: int | None = None
-    query: SearchQuery | None = None  # conditional PUT
+    query: SearchQuery | None = None  # conditional PUT, or a GET entry's search
+
+    @property
+    def searches(self) -> bool:
+        """A GET entry that is a search (``Type?params``), not a read (``Type/id``)."""
+        return self.method == "GET" and self.url.resource_id is None
 
     @property
     def rtype(self) -> str:
@@ -75,6 +81,23 @@ def conditional_query(
     return query
 
 
+def search_query(url: RequestUrl, expression: str) -> SearchQuery:
+    """A GET entry's search (``Type`` or ``Type?params``), parsed as ``GET [base]/Type?params``
+    is (strictly); an unknown type is a 404 and a bad parameter a 400, both naming
+    ``expression`` (the entry's ``request.url``)."""
+    if url.resource_type not in SEARCH_PARAMS:
+        raise bad(
+            404,
+            "not-supported",
+            f"Resource type {url.resource_type} is not supported by this server",
+            expression,
+        )
+    try:
+        return parse_search(url.resource_type, list(url.params or ()))
+    except FhirError as exc:
+        raise relocated(exc, expression, 400) from None
+
+
 def parse_if_match(header: str, expression: str = "If-Match") -> int:
     """``W/"3"`` (or ``"3"``, ``3``) -> 3; anything else is a 400."""
     tag = header.strip().removeprefix("W/").strip('"')
@@ -103,14 +126,9 @@ def plan_entry(index: int, entry: Any, base: str) -> BundleOp:
     except BadUrl as exc:
         raise bad(400, "invalid", str(exc), f"{path}.request.url") from None
     if method == "GET":
-        if parsed.resource_id is None:
-            raise bad(
-                400,
-                "not-supported",
-                "GET entries support read (Type/id) only",
-                f"{path}.request.url",
-            )
-        return BundleOp(index, method, parsed)
+        if parsed.resource_id is not None:
+            return BundleOp(index, method, parsed)
+        return BundleOp(index, method, parsed, query=search_query(parsed, f"{path}.request.url"))
     return _plan_write(index, entry, request, method, parsed)
 
 

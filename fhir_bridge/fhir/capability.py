@@ -102,9 +102,13 @@ _OPERATIONS: dict[str, tuple[dict[str, str], ...]] = {
 
 _BUNDLE_DOC = (
     "POST [base] with a transaction or batch Bundle: POST (ifNoneExist), PUT (Type/id or "
-    "conditional Type?params) and GET (read) entries on "
+    "conditional Type?params) entries on "
     + ", ".join(BUNDLE_WRITE_TYPES)
-    + "; urn:uuid fullUrls and conditional references are resolved. DELETE is not supported. "
+    + "; GET entries read (Type/id) or search (Type?params) any type searchable here, each "
+    "answered as the same direct request (a search: 200 OK and its searchset, with includes and "
+    "a next link to the ordinary search URL; 403 for a type the token may not read, 400 for a "
+    "bad parameter, naming Bundle.entry[i].request.url), within the caller's access; "
+    "urn:uuid fullUrls and conditional references are resolved. DELETE is not supported. "
     "Re-sent referrals: the ServiceRequest is matched on its placer identifier (with or without "
     "ifNoneExist); unchanged, nothing is written; changed, it is checked by the rules of a new "
     "referral (422 leaves the one on file untouched) and stored as its next version. Other "

@@ -20,12 +20,14 @@ from fhir_bridge.fhir.validation import validate_resource
 from fhir_bridge.services.access_policy import WriteAccess
 from fhir_bridge.services.fhir_write.common import (
     Inbound,
+    SearchResult,
     WriteResult,
     errors_only,
     for_create,
     keep,
     not_a_referral_task,
     parse_json,
+    search_entry,
     with_retry,
 )
 from fhir_bridge.services.fhir_write.interactions import put
@@ -53,6 +55,14 @@ class EntryOutcome:
     method: str | None
     result: WriteResult | None = None
     error: FhirError | None = None
+    #: a GET search entry's answer (its page of matches and includes)
+    search: SearchResult | None = None
+
+
+def _answered(op: BundleOp, answer: WriteResult | SearchResult) -> EntryOutcome:
+    if isinstance(answer, SearchResult):
+        return EntryOutcome(op.method, search=answer)
+    return EntryOutcome(op.method, answer)
 
 
 @dataclass(frozen=True)
@@ -90,7 +100,7 @@ def process_bundle(
         raise FhirError(
             422, problems or [error("structure", "entry must be a list", "Bundle.entry")]
         )
-    where = _Where(base, policy, access, scope)
+    where = _Where(base, policy, access, scope, runtime.settings.search_timeout_seconds)
     if kind == "transaction":
         return _transaction(runtime, inbound, entries, problems, where)
     return _batch(runtime, inbound, entries, problems, where)
@@ -104,6 +114,8 @@ class _Where:
     policy: IntakePolicy | None
     access: WriteAccess | None
     scope: MemberScope
+    #: seconds a search entry may run (FHIR_BRIDGE_SEARCH_TIMEOUT_SECONDS)
+    search_timeout: float = 0
 
 
 def _plan(index: int, entry: Any, base: str) -> BundleOp:
@@ -148,13 +160,15 @@ def _execute(
     *,
     access: WriteAccess | None = None,
     scope: MemberScope = EVERYTHING,
-) -> dict[int, WriteResult]:
+    search_timeout: float = 0,
+) -> dict[int, WriteResult | SearchResult]:
     """Resolve, rewrite and write ``ops`` in FHIR processing order, in the caller's transaction.
 
     With ``intake`` (a Bundle carrying a referral), entries are matched on their business
     identifiers and the referral is taken in after the writes (its rules may still refuse
     the whole transaction). GET entries answer within ``scope``; writes are checked against
     ``access`` before and after they are made (a refusal rolls the transaction back).
+    GET searches run last (FHIR processing order), so they see the transaction's writes.
     """
     ordered = [ops[i] for i in processing_order([op.method for op in ops])]
     run = Run()
@@ -173,13 +187,24 @@ def _execute(
         for op in ordered:
             if op.rtype == "ServiceRequest" and op.method in ("POST", "PUT"):
                 run.bodies[op.index] = intake.linked(run.bodies[op.index])
+    searches: dict[int, SearchResult] = {}
     for op in ordered:
-        run.results[op.index] = _write(store, op, run, scope)
+        if op.searches and op.query is not None:
+            searches[op.index] = search_entry(
+                store.session,
+                op.query,
+                scope,
+                params=op.url.params or (),
+                timeout=search_timeout,
+                expression=f"{op.path}.request.url",
+            )
+        else:
+            run.results[op.index] = _write(store, op, run, scope)
     if intake is not None:
         _take_in_referrals(intake, ordered, run)
     if access is not None:
         _check_written(store, access, ordered, run, intake)
-    return run.results
+    return {**run.results, **searches}
 
 
 def _check_entries(access: WriteAccess, ops: Sequence[BundleOp], carries_referral: bool) -> None:
@@ -294,12 +319,19 @@ def _transaction(
         raise FhirError(422, problems)
     intake_for = _intake_for(runtime, ops, where.policy)
 
-    def work(store: ResourceStore) -> dict[int, WriteResult]:
+    def work(store: ResourceStore) -> dict[int, WriteResult | SearchResult]:
         keep(store, inbound)
-        return _execute(store, ops, intake_for(store), access=where.access, scope=where.scope)
+        return _execute(
+            store,
+            ops,
+            intake_for(store),
+            access=where.access,
+            scope=where.scope,
+            search_timeout=where.search_timeout,
+        )
 
     results = with_retry(runtime, work)
-    return BundleOutcome("transaction", [EntryOutcome(op.method, results[op.index]) for op in ops])
+    return BundleOutcome("transaction", [_answered(op, results[op.index]) for op in ops])
 
 
 def _method(entry: Any) -> str | None:
@@ -331,10 +363,15 @@ def _batch(
             result = with_retry(
                 runtime,
                 lambda store, op=op, intake_for=intake_for: _execute(
-                    store, [op], intake_for(store), access=where.access, scope=where.scope
+                    store,
+                    [op],
+                    intake_for(store),
+                    access=where.access,
+                    scope=where.scope,
+                    search_timeout=where.search_timeout,
                 )[op.index],
             )
-            out[i] = EntryOutcome(op.method, result)
+            out[i] = _answered(op, result)
         except FhirError as exc:
             out[i] = EntryOutcome(methods[i], error=exc)
     return BundleOutcome("batch", [out[i] for i in range(len(entries))])

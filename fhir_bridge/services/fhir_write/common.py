@@ -12,16 +12,20 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from fhir_bridge.fhir import jsonio
+from fhir_bridge.fhir.bundle_plan import relocated
 from fhir_bridge.fhir.outcome import FhirError, Issue, error
 from fhir_bridge.fhir.search_query import SearchQuery
 from fhir_bridge.fhir.transaction import DIRECT_WRITE_TYPES
 from fhir_bridge.fhir.validation import validate_resource
+from fhir_bridge.services.reference_ids import _resolve as resolve_criterion
+from fhir_bridge.services.reference_ids import needs_resolving
 from fhir_bridge.services.referral_intake import CLAIM_MAX
 from fhir_bridge.services.runtime import Runtime
-from fhir_bridge.store.db import write_session
+from fhir_bridge.store.db import StatementTimeout, deadline, write_session
 from fhir_bridge.store.errors import DuplicateIdentifier
+from fhir_bridge.store.member_scope import MemberScope
 from fhir_bridge.store.repository import ResourceStore, StoredResource
-from fhir_bridge.store.search import Cursor, run_search
+from fhir_bridge.store.search import Cursor, SearchPage, run_search
 
 CHANNEL = "fhir"
 DIRECT_TYPES = DIRECT_WRITE_TYPES
@@ -59,6 +63,68 @@ class WriteResult:
     def status(self) -> int:
         """201 when created, else 200."""
         return 201 if self.created else 200
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """A GET search entry's answer: its parameters, the query as run and its page (matches
+    and includes), from which the API builds the searchset ``GET [base]/Type?params`` gets."""
+
+    params: tuple[tuple[str, str], ...]
+    query: SearchQuery
+    page: SearchPage
+
+    @property
+    def disclosed(self) -> list[StoredResource]:
+        """Every resource the answer shows its caller (for the audit trail)."""
+        return [*self.page.matches, *self.page.included]
+
+
+def search_entry(
+    session: Session,
+    query: SearchQuery,
+    scope: MemberScope,
+    *,
+    params: Sequence[tuple[str, str]],
+    timeout: float,
+    expression: str,
+) -> SearchResult:
+    """Run a Bundle entry's search in the entry's transaction, within ``scope``, exactly as
+    ``GET [base]/Type?params`` runs it (bare ids typed, the same search timeout). A type the
+    caller may not read or search is a 403, as the direct search is refused; search errors
+    name ``expression``."""
+    if not scope.reads(query.resource_type):
+        raise FhirError(
+            403,
+            Issue(
+                "error",
+                "forbidden",
+                f"The token's scopes do not allow search on {query.resource_type}",
+                (expression,),
+            ),
+        )
+    try:
+        if needs_resolving(query):
+            query = replace(
+                query,
+                criteria=tuple(
+                    resolve_criterion(session, c, scope) if c.type == "reference" else c
+                    for c in query.criteria
+                ),
+            )
+        with deadline(session, timeout):
+            return SearchResult(tuple(params), query, run_search(session, query, scope))
+    except FhirError as exc:
+        raise relocated(exc, expression) from None
+    except StatementTimeout:
+        raise FhirError(
+            503,
+            error(
+                "too-costly",
+                "The search took too long and was stopped; narrow it (patient, code, date)",
+                expression,
+            ),
+        ) from None
 
 
 def parse_json(body: bytes) -> Any:
