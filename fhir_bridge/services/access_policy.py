@@ -65,6 +65,14 @@ def _readable(principal: Principal) -> frozenset[str] | None:
     )
 
 
+@lru_cache(maxsize=256)
+def _searchable(principal: Principal) -> frozenset[str] | None:
+    """Types the token may search; None when it may search every type."""
+    if any(s.resource_type == "*" and "s" in s.permissions for s in principal.scopes):
+        return None
+    return frozenset(t for t in SERVED_TYPES if principal.may(t, "search"))
+
+
 def may_read_type(principal: Principal, resource_type: str) -> bool:
     """May the caller's token read or search ``resource_type`` (AuditEvent: admins only)?"""
     return read_scope(principal).reads(resource_type)
@@ -79,17 +87,17 @@ def organization_id(principal: Principal) -> str | None:
 def read_scope(principal: Principal) -> MemberScope:
     """What the caller may see. A payer's membership is judged today: request parameters
     (``$everything?start=``, search dates) narrow what it gets, never widen it."""
-    readable = _readable(principal)
+    types = {"readable": _readable(principal), "searchable": _searchable(principal)}
     if principal.role == "admin":
-        return MemberScope("admin", readable=readable)
+        return MemberScope("admin", **types)
     if principal.role == "clinic":
-        return MemberScope("all", readable=readable)
+        return MemberScope("all", **types)
     org_id = organization_id(principal)
     if principal.role == "payer":
         today = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
-        return MemberScope("payer", org_id, today, today + timedelta(days=1), readable=readable)
+        return MemberScope("payer", org_id, today, today + timedelta(days=1), **types)
     if principal.role == "ehr":
-        return MemberScope("ehr", org_id, readable=readable)
+        return MemberScope("ehr", org_id, **types)
     return MemberScope("none", readable=frozenset())
 
 

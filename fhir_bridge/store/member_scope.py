@@ -49,8 +49,10 @@ class MemberScope:
     #: coverage must overlap [period_low, period_high)
     period_low: datetime | None = None
     period_high: datetime | None = None
-    #: resource types the caller's token may read (None: every type)
+    #: resource types the caller's token may read or search (None: every type)
     readable: frozenset[str] | None = None
+    #: resource types the caller's token may search (None: every type it may read)
+    searchable: frozenset[str] | None = None
 
     @property
     def unrestricted(self) -> bool:
@@ -62,6 +64,12 @@ class MemberScope:
         if resource_type in ADMIN_ONLY_TYPES and self.kind != "admin":
             return False
         return self.readable is None or resource_type in self.readable
+
+    def searches(self, resource_type: str) -> bool:
+        """May the caller's token search ``resource_type`` (SMART ``s``)?"""
+        if self.searchable is not None and resource_type not in self.searchable:
+            return False
+        return self.reads(resource_type)
 
 
 EVERYTHING = MemberScope("admin")

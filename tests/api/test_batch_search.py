@@ -111,6 +111,14 @@ def test_a_search_entry_on_a_type_the_token_may_not_search_is_forbidden(matrix):
     assert resp.get_json()["issue"][0]["expression"] == ["Bundle.entry[1].request.url"]
 
 
+def test_a_read_only_token_cannot_search_through_a_batch(matrix):
+    headers = payer(matrix, "payer-a", scope="system/Observation.read system/Patient.r")
+    assert matrix.test_client().get("/fhir/Patient", headers=headers).status_code == 403
+    patients, observations = _entries(matrix, headers, "batch", ["Patient", "Observation"])
+    assert _status(patients) == 403  # r without s: read by id, never enumerate
+    assert _status(observations) == 200  # v1 read is rs
+
+
 def test_a_bad_search_parameter_answers_400_naming_the_entry(matrix):
     headers = bearer(matrix)
     urls = ["Patient?_count=1", "Observation?no-such-param=1", "Observation?date=yesterday"]

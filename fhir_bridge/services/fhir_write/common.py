@@ -93,7 +93,7 @@ def search_entry(
     ``GET [base]/Type?params`` runs it (bare ids typed, the same search timeout). A type the
     caller may not read or search is a 403, as the direct search is refused; search errors
     name ``expression``."""
-    if not scope.reads(query.resource_type):
+    if not scope.searches(query.resource_type):
         raise FhirError(
             403,
             Issue(
