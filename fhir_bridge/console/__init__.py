@@ -22,6 +22,7 @@ console = Blueprint(
 from fhir_bridge.console import (  # noqa: E402
     auth,  # noqa: F401
     views_admin,  # noqa: F401
+    views_reports,  # noqa: F401
     views_work,  # noqa: F401
 )
 from fhir_bridge.console.setup import init_app  # noqa: E402

@@ -55,6 +55,7 @@ STATUS_CLASSES = {
     "rejected": "bad",
     "cancelled": "muted",
     "pending": "warn",
+    "retry": "warn",
     "delivered": "ok",
     "dead": "bad",
 }
@@ -63,6 +64,29 @@ STATUS_CLASSES = {
 def status_class(status: str | None) -> str:
     """CSS class of a status badge."""
     return STATUS_CLASSES.get(status or "", "muted")
+
+
+def outcome_summary(outcome: Any, limit: int = 5) -> list[str]:
+    """A partner's answer in a few lines: per OperationOutcome issue ``severity code:
+    text (at expression)``; a non-FHIR answer as its first 200 characters."""
+    if outcome is None or outcome == "":
+        return []
+    if not isinstance(outcome, dict) or outcome.get("resourceType") != "OperationOutcome":
+        text = outcome if isinstance(outcome, str) else str(outcome)
+        return [text[:200] + ("…" if len(text) > 200 else "")]
+    lines = []
+    issues = [i for i in outcome.get("issue") or [] if isinstance(i, dict)]
+    for issue in issues[:limit]:
+        head = " ".join(str(issue[k]) for k in ("severity", "code") if issue.get(k))
+        details = issue.get("details") if isinstance(issue.get("details"), dict) else None
+        said = concept(details) if details else "-"
+        said = issue.get("diagnostics") if said == "-" else said
+        where = ", ".join(str(e) for e in issue.get("expression") or [])
+        line = f"{head}: {said or '-'}" if head else str(said or "-")
+        lines.append(line[:200] + (f" (at {where[:100]})" if where else ""))
+    if len(issues) > limit:
+        lines.append(f"and {len(issues) - limit} more")
+    return lines or ["OperationOutcome without issues"]
 
 
 def register(bp: Blueprint) -> None:

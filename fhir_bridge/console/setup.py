@@ -88,7 +88,8 @@ def init_app(app: Flask, settings: Settings) -> None:
     @app.after_request
     def _headers(response: Response) -> Response:
         if request.blueprint == "console":
-            response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+            # a view may set its own policy (the standalone HTML report: views_reports)
+            response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
             response.headers["X-Content-Type-Options"] = "nosniff"
             response.headers["X-Frame-Options"] = "DENY"
             # same-origin: Flask-WTF checks the Referer on https; no path leaves the site

@@ -19,6 +19,7 @@ from fhir_bridge.api.http import runtime
 from fhir_bridge.console import console
 from fhir_bridge.console.audit import audit_access
 from fhir_bridge.console.auth import requires_admin
+from fhir_bridge.console.display import outcome_summary
 from fhir_bridge.security.keygen import es384_key_pair
 from fhir_bridge.services import clients as client_service
 from fhir_bridge.services import console_queries as queries
@@ -76,15 +77,29 @@ def _delivery(delivery_id: int) -> delivery_service.DeliveryRow:
 
 @console.get("/deliveries/<int(max=9007199254740991):delivery_id>")
 def delivery(delivery_id: int) -> str:
-    """One delivery: attempts, last status and error, the partner's OperationOutcome."""
-    row = _delivery(delivery_id)
-    view = delivery_service.delivery_view(row, detail=True)
+    """One delivery: every attempt, oldest first, and the partner's last OperationOutcome."""
+    try:
+        row, history = delivery_service.delivery_history(runtime(), delivery_id)
+    except delivery_service.DeliveryNotFound:
+        abort(404)
+    view = delivery_service.delivery_view(row, detail=True, history=history)
     outcome = view.get("outcome")
     return render_template(
         "delivery.html",
         d=row,
+        attempts=[_attempt_row(a) for a in view["history"]],
         outcome=json.dumps(outcome, indent=2) if outcome is not None else None,
     )
+
+
+def _attempt_row(attempt: dict[str, Any]) -> dict[str, Any]:
+    """An attempt as ``services.deliveries.attempt_view`` gives it, ready for the table."""
+    at = attempt.get("at") or ""
+    return {
+        **attempt,
+        "at_text": at.replace("T", " ").removesuffix("Z") + " UTC" if at else "-",
+        "issues": outcome_summary(attempt.get("outcome")),
+    }
 
 
 @console.get("/deliveries/<int(max=9007199254740991):delivery_id>/payload")

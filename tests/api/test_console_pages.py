@@ -58,6 +58,7 @@ def test_a_dead_letter_is_resent_from_its_page(client, runtime, seeded):
     assert "HTTP 400" in page
     assert "Resend" in page
     assert "View the payload" not in page  # admins only
+    assert "No attempt recorded yet" in page  # made without the worker: no attempt rows
     post_form(client, f"/deliveries/{pk}/resend", {}, page=f"/deliveries/{pk}")
     assert client.get(f"/api/v1/deliveries/{pk}").get_json()["status"] == "pending"
 
@@ -186,3 +187,104 @@ def test_an_admin_tests_a_partners_connection(client, runtime, seeded):
         post_form(client, "/partners/northside/test", {}, page="/partners")
         assert "answered HTTP 503" in client.get("/partners").get_data(as_text=True)
     assert post_form(client, "/partners/nobody/test", {}, page="/partners").status_code == 404
+
+
+def failed_then_delivered(runtime) -> int:
+    """A delivery the partner refused with a 503 and its OperationOutcome, then accepted; the
+    worker's attempts as recorded (as in tests/api/test_delivery_history.py)."""
+    from tests.api.test_worker import Clock, _deliveries, _partner, _row, _worker
+    from tests.support.fhir_peer import fhir_peer
+
+    with fhir_peer() as peer:
+        (pk,) = _deliveries(runtime, _partner(runtime, "p1", peer.base), ["pat-1"])
+        clock = Clock()
+        worker = _worker(runtime, clock, backoff_base=10, backoff_cap=3600)
+        peer.outage, peer.retry_after = True, "30"
+        assert worker.run_once() == 1
+        clock.now = _row(runtime, pk).next_attempt_at
+        peer.outage = False
+        assert worker.run_once() == 1
+    return pk
+
+
+def _rows(html: str, table_id: str) -> list[str]:
+    body = re.search(rf'<table[^>]*id="{table_id}".*?<tbody>(.*?)</tbody>', html, re.S)
+    assert body, f"no table {table_id}"
+    return [re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", r)) for r in body.group(1).split("</tr>")][
+        :-1
+    ]
+
+
+def test_the_delivery_page_lists_every_attempt_oldest_first(client, runtime):
+    add_staff(runtime)
+    pk = failed_then_delivered(runtime)
+    login(client, "desk")
+    html = client.get(f"/deliveries/{pk}").get_data(as_text=True)
+    failed, delivered = _rows(html, "attempts")
+    assert "2026-12-01 09:00:00.000 UTC" in failed
+    assert "retry" in failed
+    assert " 503 " in failed
+    assert "partner answered HTTP 503" in failed
+    assert "error invalid: peer 503" in failed  # the partner's OperationOutcome, summarised
+    assert "delivered" in delivered
+    assert " 200 " in delivered
+    assert " ms " in failed
+    assert " ms " in delivered
+    assert '<th scope="col">HTTP status</th>' in html
+    assert "2 attempt(s), oldest first" in html
+
+
+def _report_links(html: str) -> list[str]:
+    return sorted(set(re.findall(r'href="(/referrals/[^"]+/report/[^"]+)"', html)))
+
+
+@pytest.mark.parametrize("user", ["desk", "therapist"])
+def test_the_patient_page_offers_each_referrals_reports(client, runtime, seeded, user):
+    chosen = next(r for r in seeded if r["patient"])
+    referral, patient = chosen["id"], chosen["patient"].removeprefix("Patient/")
+    login(client, user)
+    links = _report_links(client.get(f"/patients/{patient}").get_data(as_text=True))
+    assert [link for link in links if f"/{referral}/" in link] == [
+        f"/referrals/{referral}/report/{kind}.{fmt}"
+        for kind in ("discharge", "progress")
+        for fmt in ("html", "pdf")
+    ]
+    for link in links:
+        assert "?" not in link  # ids only: no PHI, no query string
+    pdf = client.get(f"/referrals/{referral}/report/discharge.pdf")
+    assert pdf.status_code == 200
+    assert pdf.mimetype == "application/pdf"
+    assert pdf.data.startswith(b"%PDF")
+    assert pdf.headers["Content-Disposition"] == (
+        f'attachment; filename="discharge-report-{referral}.pdf"'
+    )
+    assert pdf.headers["Cache-Control"] == "no-store"
+    page = client.get(f"/referrals/{referral}/report/progress.html")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "Progress report" in html
+    assert "<script" not in html
+    csp = page.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in csp
+    assert "script-src" not in csp  # default-src 'none': no script at all
+    assert page.headers["X-Frame-Options"] == "DENY"
+    # each view is audited, naming the staff user, for the referral and its patient
+    for entity in (f"ServiceRequest/{referral}", f"Patient/{patient}"):
+        events = client.get("/fhir/AuditEvent", query_string={"entity": entity}).get_json()
+        agents = [
+            e["resource"]["agent"][0]["who"]["identifier"]["value"] for e in events.get("entry", [])
+        ]
+        assert agents.count(f"user:{user}") >= 2, entity
+
+
+def test_reports_need_a_login_and_a_known_referral(app, client, runtime, seeded):
+    referral = seeded[0]["id"]
+    anonymous = app.test_client()
+    for fmt in ("pdf", "html"):
+        resp = anonymous.get(f"/referrals/{referral}/report/progress.{fmt}")
+        assert resp.status_code == 302
+        assert resp.headers["Location"].endswith("/login")
+    login(client, "admin")
+    assert client.get("/referrals/no-such-referral/report/progress.pdf").status_code == 404
+    assert client.get(f"/referrals/{referral}/report/other.pdf").status_code == 404
+    assert client.get(f"/referrals/{referral}/report/progress.docx").status_code == 404

@@ -68,6 +68,7 @@ def test_no_page_opens_without_a_login(app, ids):
 def test_every_console_route_but_login_and_css_needs_a_login(app, ids):
     anonymous = app.test_client()
     values = {**ids, "delivery_id": "1", "action": "accept", "change": "disable"}
+    values |= {"kind": "progress", "fmt": "pdf"}
     values |= {"referral_id": ids["referral"], "patient_id": ids["patient"]}
     values |= {"session_id": "MMC-2026-000203", "key": "northside", "client_id": "acme"}
     checked = 0

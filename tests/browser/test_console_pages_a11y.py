@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from selenium.webdriver.common.by import By
 
+from tests.api.test_console_pages import failed_then_delivered
 from tests.browser.pages import (
     axe_violations,
     describe,
@@ -24,10 +25,21 @@ def world(live):
     seed(client, live.runtime)
     follow_up_visits(client)
     pk = dead_letter(live.runtime)
-    referral = client.get("/api/v1/referrals").get_json()["referrals"][0]["id"]
+    attempted = failed_then_delivered(live.runtime)
+    referrals = client.get("/api/v1/referrals").get_json()["referrals"]
     visit = client.get("/api/v1/sessions/MMC-2026-000204").get_json()
     patient = next(r["id"] for r in visit["resources"] if r["resourceType"] == "Patient")
-    return {"delivery": pk, "referral": referral, "patient": patient}
+    # the report of the patient's own referral, if the sample links them, has visits to show
+    own = [r["id"] for r in referrals if r["patient"] == f"Patient/{patient}"]
+    referred = next(r["patient"] for r in referrals if r["patient"]).removeprefix("Patient/")
+    return {
+        "delivery": pk,
+        "attempted": attempted,
+        "referral": referrals[0]["id"],
+        "reported": (own or [referrals[0]["id"]])[0],
+        "patient": patient,
+        "referred": referred,
+    }
 
 
 PAGES = {
@@ -36,15 +48,20 @@ PAGES = {
     "referral": "/referrals/{referral}",
     "patients": "/patients",
     "patient": "/patients/{patient}",
+    # a patient with referrals: each with its report links
+    "patient-reports": "/patients/{referred}",
     "visit": "/visits/MMC-2026-000211",
     "deliveries": "/deliveries",
     "delivery": "/deliveries/{delivery}",
+    "delivery-attempts": "/deliveries/{attempted}",
     "payload": "/deliveries/{delivery}/payload",
     "partners": "/partners",
     "partner-new": "/partners/new",
     "client-new": "/clients/new",
     "payer-requests": "/payer-requests",
     "audit": "/audit",
+    # the standalone report (no console layout: its own CSP, no script)
+    "report": "/referrals/{reported}/report/progress.html",
 }
 
 
@@ -63,8 +80,12 @@ def test_every_page_is_screenshotted_and_has_no_serious_accessibility_violation(
     ui_login(browser, live.url, "admin")
     for name, path in PAGES.items():
         browser.get(live.url + path.format(**world))
-        wait_for(browser, "main h1")
+        wait_for(browser, "h1")
         check(name)
+    # the report's inline <style> is allowed by its own CSP: the page is laid out as designed
+    browser.get(live.url + PAGES["report"].format(**world))
+    font = browser.execute_script("return getComputedStyle(document.body).fontFamily")
+    assert "Helvetica" in font
     # the search results and a registered client's handover page
     browser.get(f"{live.url}/patients")
     wait_for(browser, "#q").send_keys("Lindqvist")
