@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
@@ -94,8 +95,27 @@ def describe(found: dict[str, list[dict[str, Any]]]) -> str:
     return json.dumps({page: v for page, v in found.items() if v}, indent=2)
 
 
+def _gone(old: Any) -> Any:
+    """True once ``old`` has left the document. ChromeDriver sometimes reports a node of the
+    page being replaced as "does not belong to the document" (a plain WebDriverException)
+    rather than as stale: that also means it is gone."""
+
+    def predicate(_driver: Any) -> bool:
+        try:
+            old.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            if "does not belong to the document" in str(exc):
+                return True
+            raise
+        return False
+
+    return predicate
+
+
 def submit_and_wait(driver: Any, button: Any, timeout: float = 15) -> None:
     """Click a button that loads a new page, and wait until the old page is gone."""
     old = driver.find_element(By.TAG_NAME, "html")
     button.click()
-    WebDriverWait(driver, timeout).until(ec.staleness_of(old))
+    WebDriverWait(driver, timeout).until(_gone(old))
