@@ -17,6 +17,8 @@ from urllib.parse import urlparse
 
 import yaml
 
+from fhir_bridge.mapping.code_checks import is_cpt_code, is_loinc_code, is_snomed_concept_id
+
 if TYPE_CHECKING:
     from fhir_bridge.mapping.mcid import Mcid
 
@@ -58,9 +60,6 @@ FHIR_ID_RE = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 US_CORE_PROFILE_RE = re.compile(
     r"http://hl7\.org/fhir/us/core/StructureDefinition/us-core-[a-z0-9-]+"
 )
-CPT_RE = re.compile(r"\d{4}[0-9FTU]")
-LOINC_RE = re.compile(r"(\d{1,7})-(\d)")
-SNOMED_RE = re.compile(r"\d{6,18}")
 
 
 @dataclass(frozen=True)
@@ -507,49 +506,12 @@ def _code(raw: Any, where: _Where, systems: set[str] | frozenset[str], *, mappin
 
 def _check_code_format(system: str, code: str, where: _Where) -> None:
     """Catch typos: CPT shape, the LOINC mod-10 and the SNOMED CT Verhoeff check digits."""
-    if system == CPT and not CPT_RE.fullmatch(code):
+    if system == CPT and not is_cpt_code(code):
         raise where.fail(f"{code} is not a CPT code (5 characters)")
-    if system == LOINC and not _loinc_ok(code):
+    if system == LOINC and not is_loinc_code(code):
         raise where.fail(f"{code} is not a LOINC code (bad format or check digit)")
-    if system == SNOMED and not _snomed_ok(code):
+    if system == SNOMED and not is_snomed_concept_id(code):
         raise where.fail(f"{code} is not a SNOMED CT concept id (bad format or check digit)")
-
-
-def _loinc_ok(code: str) -> bool:
-    match = LOINC_RE.fullmatch(code)
-    if not match:
-        return False
-    total = 0
-    for position, char in enumerate(reversed(match.group(1))):
-        digit = int(char) * (2 if position % 2 == 0 else 1)
-        total += digit - 9 if digit > 9 else digit
-    return (10 - total % 10) % 10 == int(match.group(2))
-
-
-def _dihedral(j: int, k: int) -> int:
-    """Multiplication in the dihedral group D5 (Verhoeff's table d)."""
-    if j < 5:
-        return (j + k) % 5 if k < 5 else 5 + (j + k) % 5
-    return 5 + (j - k) % 5 if k < 5 else (j - k) % 5
-
-
-_VERHOEFF_P1 = (1, 5, 7, 6, 2, 8, 3, 0, 9, 4)
-
-
-def _verhoeff_permute(position: int, digit: int) -> int:
-    for _ in range(position % 8):
-        digit = _VERHOEFF_P1[digit]
-    return digit
-
-
-def _snomed_ok(code: str) -> bool:
-    """A SNOMED CT concept id: digits, partition 00 or 10, valid Verhoeff check digit."""
-    if not SNOMED_RE.fullmatch(code) or code[-3:-1] not in {"00", "10"}:
-        return False
-    check = 0
-    for position, char in enumerate(reversed(code)):
-        check = _dihedral(check, _verhoeff_permute(position, int(char)))
-    return check == 0
 
 
 # --- primitives ---------------------------------------------------------------------------
