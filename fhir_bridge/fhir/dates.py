@@ -102,10 +102,11 @@ def _time_range(match: re.Match[str], *, strict: bool) -> tuple[datetime, dateti
 def _zone_offset(zone: str) -> timedelta:
     if zone == "Z":
         return timedelta(0)
-    minutes = int(zone[1:3]) * 60 + int(zone[4:6])
-    if int(zone[4:6]) > 59 or minutes > _MAX_OFFSET_MINUTES:
+    hours, minutes = int(zone[1:3]), int(zone[4:])
+    if minutes > 59 or hours * 60 + minutes > _MAX_OFFSET_MINUTES:
         raise ValueError(f"timezone offset {zone} out of range")
-    return timedelta(minutes=-minutes if zone[0] == "-" else minutes)
+    offset = timedelta(hours=hours, minutes=minutes)
+    return -offset if zone[0] == "-" else offset
 
 
 def _add(dt: datetime, delta: timedelta) -> datetime:
@@ -113,13 +114,14 @@ def _add(dt: datetime, delta: timedelta) -> datetime:
     try:
         result = dt + delta
     except OverflowError:
-        return MIN_DT if delta < timedelta(0) else MAX_DT
+        # a zero delta cannot overflow, so < and <= are the same here
+        return MIN_DT if delta < timedelta(0) else MAX_DT  # pragma: no mutate
     return min(max(result, MIN_DT), MAX_DT)
 
 
 def _shift(dt: datetime, *, year: int, month: int = 1) -> datetime:
-    """The first instant of ``year``-``month``, or MAX_DT past year 9999."""
-    return MAX_DT if year > 9999 else dt.replace(year=year, month=month, day=1)
+    """``dt``, the first instant of a month, moved to ``year``-``month``; MAX_DT past 9999."""
+    return MAX_DT if year > 9999 else dt.replace(year=year, month=month)
 
 
 def to_instant(dt: datetime) -> str:

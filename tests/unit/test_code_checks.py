@@ -8,7 +8,16 @@ from fhir_bridge.mapping.code_checks import is_cpt_code, is_loinc_code, is_snome
 
 # real codes the mappings use (LOINC: pain severity, progress note, ...; SNOMED CT: body sites,
 # procedures; CPT: therapeutic exercise, massage, manual therapy), plus a Category II / PLA code
-REAL_LOINC = ["72514-3", "41387-2", "77860-5", "77874-6", "97909-6", "11506-3", "18842-5"]
+REAL_LOINC = [
+    "29463-7",
+    "72514-3",
+    "41387-2",
+    "77860-5",
+    "77874-6",
+    "97909-6",
+    "11506-3",
+    "18842-5",
+]
 REAL_SNOMED = ["14975008", "231097002", "419161000", "419465000", "45048000", "85562004"]
 REAL_CPT = ["97110", "97124", "97140", "1036F", "0001U", "0075T"]
 

@@ -6,7 +6,14 @@ from datetime import datetime
 
 import pytest
 
+from fhir_bridge.fhir import dates
 from fhir_bridge.fhir.dates import MAX_DT, MIN_DT, parse_fhir_datetime_range, to_instant
+
+
+@pytest.fixture(autouse=True)
+def _parse_afresh():
+    """Each case parses its value itself, not an answer cached by an earlier test."""
+    dates._cached_range.cache_clear()
 
 
 @pytest.mark.parametrize(
@@ -172,3 +179,54 @@ def test_to_instant_round_trips_into_a_range_containing_the_value():
     dt = datetime(2026, 11, 20, 15, 0, 0, 123456)
     low, high = parse_fhir_datetime_range(to_instant(dt), strict=True)
     assert low <= dt < high
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("0000", "year 0 does not exist"),
+        ("2026-11-20T24:00:00Z", "time out of range"),
+        ("2026-11-20T10:60:00Z", "time out of range"),
+        ("2026-11-20T10:00:00+05:60", "timezone offset +05:60 out of range"),
+        ("2026-11-20T10:00:00+14:01", "timezone offset +14:01 out of range"),
+    ],
+)
+def test_a_refused_value_says_which_part_is_wrong(value, reason):
+    # the reason reaches the client in the OperationOutcome of a refused search or write
+    with pytest.raises(ValueError, match="is not a valid date") as refused:
+        parse_fhir_datetime_range(value)
+    assert str(refused.value) == f"{value!r} is not a valid date: {reason}"
+
+
+def test_strict_refusal_of_a_zoneless_time_names_the_missing_offset():
+    with pytest.raises(ValueError, match="is not a valid date") as refused:
+        parse_fhir_datetime_range("2026-11-20T10:00", strict=True)
+    assert str(refused.value).endswith("a time needs a timezone offset")
+
+
+@pytest.mark.parametrize(
+    ("value", "low"),
+    [
+        ("0001", datetime(1, 1, 1)),
+        ("2026-11-20T23:59:59Z", datetime(2026, 11, 20, 23, 59, 59)),
+        ("2026-11-20T23:59:59+05:59", datetime(2026, 11, 20, 18, 0, 59)),
+        ("2026-11-20T10:00:00+05:30", datetime(2026, 11, 20, 4, 30)),
+        ("2026-11-20T10:00:00-14:00", datetime(2026, 11, 21, 0, 0)),
+    ],
+)
+def test_the_last_valid_value_of_each_part_is_accepted(value, low):
+    assert parse_fhir_datetime_range(value)[0] == low
+
+
+def test_the_year_before_the_last_ends_at_the_start_of_the_last():
+    assert parse_fhir_datetime_range("9998") == (datetime(9998, 1, 1), datetime(9999, 1, 1))
+    assert parse_fhir_datetime_range("9998-12") == (datetime(9998, 12, 1), datetime(9999, 1, 1))
+
+
+def test_a_time_at_the_last_second_of_the_calendar_ends_at_the_calendar_end():
+    # adding the one-second width overflows Python's datetime: clamped to the end, not the start
+    assert parse_fhir_datetime_range("9999-12-31T23:59:59Z") == (
+        datetime(9999, 12, 31, 23, 59, 59),
+        MAX_DT,
+    )
+    assert parse_fhir_datetime_range("9999-12-31T23:00:00-05:00") == (MAX_DT, MAX_DT)
