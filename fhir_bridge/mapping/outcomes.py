@@ -225,7 +225,8 @@ def _direction(change: float | None, higher_is_better: bool | None) -> str:
         return UNJUDGED
     if change == 0:
         return UNCHANGED
-    return IMPROVED if (change > 0) == higher_is_better else WORSENED
+    # change == 0 returned above, so > and >= agree here
+    return IMPROVED if (change > 0) == higher_is_better else WORSENED  # pragma: no mutate
 
 
 # --- the engine ---------------------------------------------------------------------------
@@ -287,11 +288,7 @@ def _series(
     course = tuple(p for p in points if p.phase != POST)
     label = measure.display if measure else str(last_obs.get("code", {}).get("text") or key)
     site = next(
-        (
-            str(o.get("bodySite", {}).get("text", ""))
-            for o, _ in reversed(members)
-            if o.get("bodySite")
-        ),
+        (str(o["bodySite"].get("text", "")) for o, _ in reversed(members) if o.get("bodySite")),
         "",
     )
     latest = course[-1].value if course else None
@@ -355,7 +352,7 @@ def _goal_progress(
     for goal in goals:
         if goal.get("lifecycleStatus") in ("cancelled", "entered-in-error", "rejected"):
             continue
-        for target in goal.get("target", []) or []:
+        for target in goal.get("target") or []:
             measure = target.get("measure") or {}
             wanted = target.get("detailQuantity", {}).get("value")
             if not measure.get("coding") or finder.find(measure)[0] != key:
