@@ -125,7 +125,7 @@ def _positive(value: Any) -> Decimal | None:
     """A JSON number above zero (never a boolean, a string, NaN or infinity)."""
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
         return None
-    number = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+    number = Decimal(str(value))  # str: 1.1 is 1.1, not its binary expansion
     return number if number.is_finite() and number > 0 else None
 
 

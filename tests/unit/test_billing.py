@@ -43,6 +43,10 @@ def test_total_units_follow_the_cms_table(minutes, units):
         ([("97124", 5)], {"97124": 0}),
         # 18 + 18 = 36 -> 2 units, one each
         ([("97124", 18), ("97140", 18)], {"97124": 1, "97140": 1}),
+        # 30 + 8 = 38 min -> 3 units: 97110 has 2 whole ones, its 0 left over loses to 8
+        ([("97110", 30), ("97140", 8)], {"97110": 2, "97140": 1}),
+        # 25 + 10 = 35 min -> 2 units; 10 left over each: the code with more minutes gets it
+        ([("97110", 10), ("97140", 25)], {"97110": 0, "97140": 2}),
     ],
 )
 def test_units_are_distributed_by_remaining_minutes(entries, expected):

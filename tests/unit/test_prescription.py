@@ -44,6 +44,12 @@ def test_nothing_stated() -> None:
         ({"quantityQuantity": {"value": 0}}, None),
         ({"quantityQuantity": {"value": -3}}, None),
         ({"quantityQuantity": {"value": float("nan")}}, None),
+        # a UCUM unit that is not a time, or a time code without the UCUM system: visits
+        (
+            {"quantityQuantity": {"value": 8, "system": "http://unitsofmeasure.org", "code": "1"}},
+            8,
+        ),
+        ({"quantityQuantity": {"value": 8, "code": "d"}}, 8),
         # a duration is not a number of visits
         (
             {
@@ -73,6 +79,10 @@ def test_visits(sr: dict[str, Any], visits: int | None) -> None:
         ({"frequency": 2, "frequencyMax": 3, "period": 1, "periodUnit": "wk"}, "2-3 per week"),
         ({"frequency": 1, "period": Decimal("1.0"), "periodUnit": "mo"}, "1 per month"),
         ({"frequency": 1, "period": 1.5, "periodUnit": "wk"}, "1 per 1.5 weeks"),
+        ({"frequency": 1, "period": 1.1, "periodUnit": "wk"}, "1 per 1.1 weeks"),
+        ({"frequency": 1, "period": 10, "periodUnit": "d"}, "1 per 10 days"),
+        ({"frequency": 2, "frequencyMax": 2, "period": 1, "periodUnit": "wk"}, "2 per week"),
+        ({"frequency": 3, "frequencyMax": 2, "period": 1, "periodUnit": "wk"}, "3 per week"),
         ({"period": 1, "periodUnit": "wk"}, "1 per week"),
         ({"frequency": 2, "period": 1}, None),
         ({"frequency": 2, "periodUnit": "wk"}, None),
