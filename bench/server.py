@@ -1,4 +1,6 @@
-"""Run the bridge under gunicorn (2 sync workers) on a free loopback port, for one block."""
+"""Run the bridge under gunicorn on a free loopback port, for one block, configured as
+``fhir-bridge serve`` runs it: ``fhir_bridge/gunicorn_conf.py`` (the threaded, head-buffering
+worker of ``fhir_bridge.serving``), 2 processes of 4 threads."""
 
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 WORKERS = 2
+#: threads per worker process, as ``fhir-bridge serve`` defaults to
+THREADS = 4
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 20.0
 
@@ -88,9 +92,11 @@ def serve(database_url: str, log_path: Path) -> Iterator[Server]:
         FHIR_BRIDGE_DEV_OPEN_ACCESS="true",
         FHIR_BRIDGE_RATE_LIMIT_PER_MINUTE="0",
     )
+    # the same command line as `fhir-bridge serve` (fhir_bridge/cli.py)
     cmd = [
         sys.executable, "-m", "gunicorn", "fhir_bridge.wsgi:app",
-        "--bind", f"{HOST}:{port}", "--workers", str(WORKERS), "--no-control-socket",
+        "--config", "python:fhir_bridge.gunicorn_conf",
+        "--bind", f"{HOST}:{port}", "--workers", str(WORKERS), "--threads", str(THREADS),
     ]  # fmt: skip
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
