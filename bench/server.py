@@ -21,6 +21,9 @@ HOST = "127.0.0.1"
 WORKERS = 2
 #: threads per worker process, as ``fhir-bridge serve`` defaults to
 THREADS = 4
+#: for A/B runs only: BENCH_WORKER_CLASS=sync serves with the sync workers the benchmarks used
+#: before 2026-12-06 (one request per process at a time); unset: ``serve``'s worker
+WORKER_CLASS_ENV = "BENCH_WORKER_CLASS"
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 20.0
 
@@ -98,6 +101,8 @@ def serve(database_url: str, log_path: Path) -> Iterator[Server]:
         "--config", "python:fhir_bridge.gunicorn_conf",
         "--bind", f"{HOST}:{port}", "--workers", str(WORKERS), "--threads", str(THREADS),
     ]  # fmt: skip
+    if os.environ.get(WORKER_CLASS_ENV) == "sync":
+        cmd += ["--worker-class", "sync", "--threads", "1"]  # the last flag wins
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         # own session: a Ctrl-C in the terminal reaches only us, and we stop it in order

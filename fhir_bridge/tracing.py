@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SERVICE_NAME = "fhir-bridge"
 #: requests not traced (probes and scrapes: frequent, and nothing to follow)
-EXCLUDED_URLS = "/healthz,/readyz,/metrics"
+EXCLUDED_URLS = "/healthz$,/readyz$,/metrics$"
 #: span attributes that may leave the process (old and stable HTTP/DB semantic conventions)
 ALLOWED_ATTRIBUTES = frozenset(
     {
