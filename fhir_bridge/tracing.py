@@ -99,11 +99,18 @@ def start(settings: Settings, *, exporter: SpanExporter | None = None) -> _Traci
         return None
     if _active is not None:
         return _active
-    from opentelemetry.instrumentation.requests import RequestsInstrumentor
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
-    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+    try:
+        from opentelemetry.instrumentation.requests import RequestsInstrumentor
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+        from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+    except ImportError:
+        from fhir_bridge.settings import PREFIX, SettingsError
+
+        raise SettingsError(
+            f"{PREFIX}OTEL=on needs the OpenTelemetry packages: pip install 'fhir-bridge[otel]'"
+        ) from None
 
     # OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES win over the default name
     named = os.environ.get("OTEL_SERVICE_NAME") or "service.name=" in os.environ.get(

@@ -156,7 +156,10 @@ def worker(
             runner = Worker.from_settings(
                 rt, settings, worker_id=name, clock=_utcnow, sleep=stop.wait, route=route
             )
-            tracing.instrument_worker(runner, settings)  # FHIR_BRIDGE_OTEL=on: span per send
+            try:
+                tracing.instrument_worker(runner, settings)  # FHIR_BRIDGE_OTEL=on: span per send
+            except SettingsError as exc:  # on, but the otel extra is not installed
+                raise click.ClickException(str(exc)) from None
             if once:
                 click.echo(f"{runner.run_once()} deliveries attempted")
                 return

@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -22,7 +23,7 @@ from fhir_bridge import tracing
 from fhir_bridge.app import create_app
 from fhir_bridge.logs import RequestIdFilter, formatter
 from fhir_bridge.services.runtime import Runtime
-from fhir_bridge.settings import Settings
+from fhir_bridge.settings import Settings, SettingsError
 from tests.api.test_worker import Clock, _deliveries, _partner, _worker
 from tests.factories import patient, store_all
 from tests.support.fhir_peer import FhirPeer, fhir_peer
@@ -157,3 +158,9 @@ def test_setting_is_strict() -> None:
     assert Settings.from_env({"FHIR_BRIDGE_OTEL": "off"}).otel is False
     with pytest.raises(ValueError, match="FHIR_BRIDGE_OTEL: invalid boolean"):
         Settings.from_env({"FHIR_BRIDGE_OTEL": "enabled"})
+
+
+def test_on_without_the_packages_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "opentelemetry.sdk.trace", None)  # as if not installed
+    with pytest.raises(SettingsError, match=r"pip install 'fhir-bridge\[otel\]'"):
+        tracing.start(Settings(otel=True))
