@@ -6,7 +6,7 @@ COPY fhir_bridge ./fhir_bridge
 # the wheel carries the code mappings (setup.py copies them into fhir_bridge/_mappings)
 COPY mappings ./mappings
 RUN pip install --no-cache-dir --upgrade pip \
- && pip wheel --no-cache-dir --wheel-dir /wheels .
+ && pip wheel --no-cache-dir --wheel-dir /wheels '.[otel]'
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
@@ -16,7 +16,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
 RUN useradd --system --uid 10001 --home-dir /var/lib/fhir-bridge --create-home bridge \
  && install -d -o bridge -g bridge /var/lib/fhir-bridge/audit
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+# with the OpenTelemetry extra: tracing is off unless FHIR_BRIDGE_OTEL=on
+RUN pip install --no-cache-dir --no-index --find-links /wheels 'fhir-bridge[otel]' \
+ && rm -rf /wheels
 COPY mappings /opt/fhir-bridge/mappings
 COPY sample_bundles /opt/fhir-bridge/sample_bundles
 USER bridge

@@ -1,7 +1,7 @@
 """What authorization and member scoping add to ``Observation?patient=X&code=...`` latency.
 
-One gunicorn bridge (2 workers) on the read suite's store, three kinds of caller interleaved
-request by request so that drift hits all three alike:
+One gunicorn bridge (2 workers x 4 threads, as ``serve`` runs it) on the read suite's store,
+three kinds of caller interleaved request by request so that drift hits all three alike:
 
 * ``open``: no token (development access: no token check, no scoping), the baseline;
 * ``admin``: a clinic admin's bearer token (token check, no scoping);

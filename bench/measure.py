@@ -2,7 +2,7 @@
 
 Targets are drawn with a seeded RNG from the patients a store of that size holds, so every run
 at one scale asks for the same things. The client keeps connections alive where the server
-allows it (gunicorn's sync workers close after each response; http.client then reconnects).
+allows it (``serve``'s threaded workers keep it alive for 5 s; http.client reconnects when not).
 """
 
 from __future__ import annotations

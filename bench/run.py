@@ -89,7 +89,7 @@ def bench_one(backend: str, scale: str, args: argparse.Namespace) -> dict[str, A
     seed = f"{SEED}:{scale}"
     log = RESULTS_DIR / f"gunicorn-{backend}-{scale}.log"
     with serve(url, log) as server:
-        print(f"gunicorn up on {server.base} (2 workers); warming up", flush=True)
+        print(f"gunicorn up on {server.base} (2 workers x 4 threads); warming up", flush=True)
         result["loadavg_before"] = [round(x, 2) for x in os.getloadavg()]
         names = list(measure.QUERIES)
         warm = [

@@ -1,4 +1,6 @@
-"""Run the bridge under gunicorn (2 sync workers) on a free loopback port, for one block."""
+"""Run the bridge under gunicorn on a free loopback port, for one block, configured as
+``fhir-bridge serve`` runs it: ``fhir_bridge/gunicorn_conf.py`` (the threaded, head-buffering
+worker of ``fhir_bridge.serving``), 2 processes of 4 threads."""
 
 from __future__ import annotations
 
@@ -17,6 +19,11 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 WORKERS = 2
+#: threads per worker process, as ``fhir-bridge serve`` defaults to
+THREADS = 4
+#: for A/B runs only: BENCH_WORKER_CLASS=sync serves with the sync workers the benchmarks used
+#: before 2026-12-06 (one request per process at a time); unset: ``serve``'s worker
+WORKER_CLASS_ENV = "BENCH_WORKER_CLASS"
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 20.0
 
@@ -88,10 +95,14 @@ def serve(database_url: str, log_path: Path) -> Iterator[Server]:
         FHIR_BRIDGE_DEV_OPEN_ACCESS="true",
         FHIR_BRIDGE_RATE_LIMIT_PER_MINUTE="0",
     )
+    # the same command line as `fhir-bridge serve` (fhir_bridge/cli.py)
     cmd = [
         sys.executable, "-m", "gunicorn", "fhir_bridge.wsgi:app",
-        "--bind", f"{HOST}:{port}", "--workers", str(WORKERS), "--no-control-socket",
+        "--config", "python:fhir_bridge.gunicorn_conf",
+        "--bind", f"{HOST}:{port}", "--workers", str(WORKERS), "--threads", str(THREADS),
     ]  # fmt: skip
+    if os.environ.get(WORKER_CLASS_ENV) == "sync":
+        cmd += ["--worker-class", "sync", "--threads", "1"]  # the last flag wins
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         # own session: a Ctrl-C in the terminal reaches only us, and we stop it in order

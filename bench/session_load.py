@@ -1,7 +1,7 @@
 """HTTP load on ``POST /api/v1/sessions``: N client threads for a fixed duration.
 
-Each thread keeps one ``http.client`` connection (HTTP/1.1 keep-alive; gunicorn's sync workers
-close it after each response, so http.client reconnects) and posts bodies handed out by a
+Each thread keeps one ``http.client`` connection (HTTP/1.1 keep-alive, which ``serve``'s threaded
+workers keep for 5 s; http.client reconnects when closed) and posts bodies handed out by a
 shared, thread-safe source: fresh records (``session_records.body(n)`` with a global counter)
 or a replay of bodies already stored. Only 2xx answers count as sessions; everything else is
 an error, and the first error's status and body are kept. The client's own CPU time

@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 
 from bench import session_inprocess
 from bench.databases import BACKENDS, DATA_DIR, PG_ADMIN_DB, PG_SERVER, RESULTS_DIR
-from bench.server import WORKERS, serve
+from bench.server import THREADS, WORKERS, serve
 from bench.session_load import FreshBodies, PostRun, ReplayBodies, post_for
 from bench.session_records import PATIENTS
 from fhir_bridge.store.db import make_engine
@@ -120,7 +120,8 @@ def print_table(inproc: dict[str, Any] | None, http: list[dict[str, Any]]) -> No
     if not http:
         return
     print(
-        f"\nPOST /api/v1/sessions under gunicorn ({WORKERS} sync workers); the client threads"
+        f"\nPOST /api/v1/sessions under gunicorn ({WORKERS} workers x {THREADS} threads, as "
+        "`serve` runs it); the client threads"
         f" run on the same {os.cpu_count()} cores"
     )
     header = (

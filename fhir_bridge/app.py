@@ -9,7 +9,7 @@ from pathlib import Path
 
 from flask import Flask, Response, g, request
 
-from fhir_bridge import metrics
+from fhir_bridge import metrics, tracing
 from fhir_bridge.fhir.outcome import FhirError, error
 from fhir_bridge.logs import configure_logging, new_request_id, request_id_var
 from fhir_bridge.mapping.tables import MappingTables, load_tables
@@ -75,6 +75,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     from fhir_bridge import console
 
     console.init_app(app, settings)  # the clinic console: its own login, pages at /
+    # FHIR_BRIDGE_OTEL=on: spans for requests, their statements and outbound HTTP (else no-op)
+    tracing.instrument_app(app, rt.engine, settings)
     return app
 
 

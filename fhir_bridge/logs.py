@@ -7,19 +7,34 @@ import os
 import sys
 import traceback
 import uuid
+from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
 from pythonjsonlogger.json import JsonFormatter
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+#: the current span's (trace id, span id), set by ``fhir_bridge.tracing`` when tracing is on
+_trace_ids: Callable[[], tuple[str, str] | None] | None = None
+
+
+def set_trace_ids(source: Callable[[], tuple[str, str] | None] | None) -> None:
+    """Where log lines get their ``trace_id`` and ``span_id`` (None: they get none)."""
+    global _trace_ids
+    _trace_ids = source
 
 
 class RequestIdFilter(logging.Filter):
-    """Attach the current request id (if any) to every record."""
+    """Attach the current request id (if any) to every record, and when tracing is on the
+    current span's ``trace_id`` and ``span_id``."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
+        source = _trace_ids
+        if source is not None:
+            ids = source()
+            if ids is not None:
+                record.trace_id, record.span_id = ids
         return True
 
 

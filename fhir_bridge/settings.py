@@ -47,6 +47,20 @@ def parse_float(name: str, raw: str) -> float:
     return value
 
 
+#: the shortest metrics token accepted (``openssl rand -hex 32`` makes 64 characters)
+MIN_METRICS_TOKEN = 32
+
+
+def check_metrics_token(token: str, name: str) -> str:
+    """``token`` if it can be a bearer secret (long enough, no spaces), else SettingsError."""
+    if len(token) < MIN_METRICS_TOKEN or any(c.isspace() for c in token) or not token.isascii():
+        raise SettingsError(
+            f"{PREFIX}{name}: expected at least {MIN_METRICS_TOKEN} printable ASCII characters "
+            "without spaces (e.g. `openssl rand -hex 32`)"
+        )
+    return token
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the bridge is configured with. Field ``x`` is read from ``FHIR_BRIDGE_X``."""
@@ -81,6 +95,13 @@ class Settings:
     search_timeout_seconds: int = 10
     #: where AuditEvents wait (JSON lines) until the database has them; default instance/audit
     audit_spool_dir: str = ""
+    #: OpenTelemetry tracing (fhir_bridge/tracing.py); the exporter reads the standard
+    #: OTEL_EXPORTER_OTLP_* and OTEL_SERVICE_NAME variables
+    otel: bool = False
+    #: a bearer secret that may read /metrics only (a Prometheus scraper), or a file holding it
+    #: (a Docker secret); at least 32 characters; empty: /metrics is for admin tokens only
+    metrics_token: str = ""
+    metrics_token_file: str = ""
     # the delivery worker (``fhir-bridge worker``; its options override these)
     #: first retry delay; it doubles per failed attempt (full jitter) up to the cap
     delivery_backoff_base_seconds: float = 10.0
@@ -129,6 +150,12 @@ class Settings:
                 f"{PREFIX}DELIVERY_LEASE_SECONDS: must be more than 3 x "
                 f"{PREFIX}DELIVERY_TIMEOUT_SECONDS ({3 * self.delivery_timeout_seconds:g})"
             )
+        if self.metrics_token and self.metrics_token_file:
+            raise SettingsError(
+                f"{PREFIX}METRICS_TOKEN and {PREFIX}METRICS_TOKEN_FILE: set one, not both"
+            )
+        if self.metrics_token:
+            check_metrics_token(self.metrics_token, "METRICS_TOKEN")
         hook = urlsplit(self.alert_webhook_url)
         if self.alert_webhook_url and (hook.scheme not in ("http", "https") or not hook.netloc):
             raise SettingsError(f"{PREFIX}ALERT_WEBHOOK_URL: expected an http(s) URL")
@@ -157,6 +184,22 @@ class Settings:
                 values[f.name] = raw
         settings = cls(**values)
         return replace(settings, **overrides) if overrides else settings
+
+    def scrape_token(self) -> str | None:
+        """The metrics bearer secret (read from its file when one is named), or None.
+
+        A file that cannot be read or holds no usable token is a SettingsError.
+        """
+        if self.metrics_token:
+            return self.metrics_token
+        if not self.metrics_token_file:
+            return None
+        name = "METRICS_TOKEN_FILE"
+        try:
+            token = Path(self.metrics_token_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"{PREFIX}{name}: cannot read the file ({exc})") from None
+        return check_metrics_token(token, name)
 
     @property
     def physician_server_list(self) -> list[str]:

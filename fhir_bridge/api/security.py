@@ -9,6 +9,7 @@ scopes or its role do not allow the request, 429 with ``Retry-After`` past the r
 from __future__ import annotations
 
 import atexit
+import hmac
 import tempfile
 import time
 from collections.abc import Iterator
@@ -49,6 +50,10 @@ AUDITED_ENDPOINTS = frozenset({"deliveries_api.delivery_payload"})
 #: the clinic's own API: for the clinic's systems and admins only
 CLINIC_PREFIX = "/api/v1/"
 DEV_PRINCIPAL = Principal("dev-open-access", "admin", None, tuple(parse_scopes("system/*.cruds")))
+#: ``/metrics`` only: the caller presented FHIR_BRIDGE_METRICS_TOKEN (a Prometheus scraper)
+METRICS_ENDPOINT = "metrics.metrics"
+SCRAPER_PRINCIPAL = Principal("metrics-scraper", "metrics-scraper", None, ())
+_SCRAPE_TOKEN_KEY = "fhir_bridge_scrape_token"
 _SECRET_KEY = "fhir_bridge_token_secret"
 DEFAULT_AUDIT_DIR = DEFAULT_INSTANCE_DIR / "audit"
 
@@ -233,6 +238,9 @@ def guard() -> Response | None:
         return _unauthorized(
             "The Authorization header must use the Bearer scheme", "invalid_request"
         )
+    if request.endpoint == METRICS_ENDPOINT and _is_scrape_token(token):
+        g.principal = SCRAPER_PRINCIPAL
+        return None
     try:
         g.principal = authorization.authenticate(
             rt,
@@ -252,6 +260,12 @@ def guard() -> Response | None:
     return _authorize(g.principal)
 
 
+def _is_scrape_token(token: str) -> bool:
+    """Is ``token`` the configured metrics token? (compared in constant time)"""
+    expected: str | None = current_app.extensions.get(_SCRAPE_TOKEN_KEY)
+    return expected is not None and hmac.compare_digest(token.encode(), expected.encode())
+
+
 def _authorize(principal: Principal) -> Response | None:
     if request.path.startswith(CLINIC_PREFIX):
         if not access_policy.may_use_clinic_api(principal):
@@ -269,6 +283,8 @@ def _audit(response: Response) -> Response:
     """Queue an AuditEvent for an external client's request; written after the response is sent."""
     token_audit = g.get("audit_token")
     principal: Principal | None = g.get("principal")
+    if principal is SCRAPER_PRINCIPAL:
+        return response  # metrics hold no PHI: a scrape every few seconds is not audited
     refused = response.status_code in (401, 403, 429)
     external = principal is not None and principal.member_scoped
     phi_view = request.endpoint in AUDITED_ENDPOINTS
@@ -334,6 +350,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     app.after_request(_audit)
     app.extensions["fhir_bridge_rate_limiter"] = _RateLimiter(settings.rate_limit_per_minute)
     app.extensions["fhir_bridge_dev_open_access"] = settings.dev_open_access
+    app.extensions[_SCRAPE_TOKEN_KEY] = settings.scrape_token()
     app.extensions["fhir_bridge_verified_tokens"] = authorization.VerifiedTokens()
     app.register_blueprint(auth_api)
     app.before_request(guard)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
+from fhir_bridge import tracing
 from fhir_bridge.settings import PREFIX, Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -155,6 +156,10 @@ def worker(
             runner = Worker.from_settings(
                 rt, settings, worker_id=name, clock=_utcnow, sleep=stop.wait, route=route
             )
+            try:
+                tracing.instrument_worker(runner, settings)  # FHIR_BRIDGE_OTEL=on: span per send
+            except SettingsError as exc:  # on, but the otel extra is not installed
+                raise click.ClickException(str(exc)) from None
             if once:
                 click.echo(f"{runner.run_once()} deliveries attempted")
                 return
@@ -163,6 +168,7 @@ def worker(
             click.echo(f"delivery worker {name} started", err=True)
             runner.run_forever(stop)
     finally:
+        tracing.shutdown()  # export the last spans (no-op when tracing is off)
         rt.dispose()
 
 
