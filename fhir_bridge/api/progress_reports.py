@@ -6,16 +6,14 @@ the route only (no ids, no names).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from flask import Blueprint, Response, current_app, request
 
 from fhir_bridge.api.http import runtime
 from fhir_bridge.fhir.outcome import FhirError, error
 from fhir_bridge.reports.html import render_html
-from fhir_bridge.reports.model import KINDS, build_report
+from fhir_bridge.reports.model import KINDS
 from fhir_bridge.reports.pdf import render_pdf
-from fhir_bridge.services.progress_report import gather_episode
+from fhir_bridge.services.progress_report import pdf_disposition, referral_report
 
 progress_reports_api = Blueprint("progress_reports_api", __name__, url_prefix="/api/v1")
 
@@ -36,20 +34,11 @@ def progress_report(referral_id: str) -> Response:
                 "not-supported", "The report is available as text/html or application/pdf", "Accept"
             ),
         )
-    rt = runtime()
-    episode = gather_episode(rt, referral_id)
-    report = build_report(
-        episode,
-        current_app.extensions["fhir_bridge_tables"],
-        kind=kind,
-        clinic=rt.settings.clinic_name,
-        generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-    )
+    tables = current_app.extensions["fhir_bridge_tables"]
+    _, report = referral_report(runtime(), tables, referral_id, kind)
     if wanted == PDF:
         response = Response(render_pdf(report), mimetype=PDF)
-        response.headers["Content-Disposition"] = (
-            f'inline; filename="{kind}-report-{referral_id}.pdf"'
-        )
+        response.headers["Content-Disposition"] = pdf_disposition(kind, referral_id)
     else:
         response = Response(render_html(report), mimetype=HTML)
     response.headers["Cache-Control"] = "no-store"  # PHI
