@@ -17,6 +17,7 @@ from fhir_bridge.mapping.outcomes import outcome_series
 from fhir_bridge.mapping.tables import load_tables
 from fhir_bridge.services.progress_report import gather_episode
 from fhir_bridge.services.report_documents import report_due
+from tests.api.test_cdex import data_request, post_task
 from tests.api.test_documentation import build_reviewed, payer, visit
 from tests.support.tokens import bearer
 
@@ -152,3 +153,54 @@ def test_a_payer_and_an_ehr_see_the_report_exactly_when_they_see_the_patient(rev
         assert b"Rivera" not in resp.data
         listed = client.get("/fhir/DocumentReference", headers=headers).get_json()
         assert not listed.get("entry")
+
+
+def test_documentation_carries_the_referrals_filed_reports(reviewed):
+    app, sr_id, payer_org = reviewed
+    client = app.test_client()
+    [doc] = reports(client)
+    url = f"/fhir/ServiceRequest/{sr_id}/$documentation"
+    body = client.get(url, headers=payer(app, payer_org)).get_json()
+    found = [e["resource"] for e in body["entry"] if e["search"]["mode"] == "include"]
+    assert [r["id"] for r in found if r["resourceType"] == "DocumentReference"] == [doc["id"]]
+    # a token that may not read DocumentReference gets the rest without it
+    narrow = bearer(
+        app,
+        role="payer",
+        organization=payer_org,
+        scope="system/ServiceRequest.rs system/Procedure.rs system/Observation.rs",
+    )
+    body = client.get(url, headers=narrow).get_json()
+    assert "DocumentReference" not in {e["resource"]["resourceType"] for e in body["entry"]}
+
+
+def test_cdex_document_requests_get_the_filed_report(reviewed):
+    app, sr_id, payer_org = reviewed
+    client = app.test_client()
+    headers = bearer(app, role="payer", organization=payer_org, scope="system/*.rs system/Task.cru")
+
+    def ask(code: str) -> dict:
+        body = data_request(
+            "code",
+            {"valueCodeableConcept": {"coding": [{"system": LOINC, "code": code}]}},
+        )
+        resp = post_task(app, headers, body)
+        assert resp.status_code == 201, resp.get_json()
+        return resp.get_json()
+
+    not_yet = ask("18842-5")
+    assert not_yet["status"] == "rejected"
+    assert not_yet["statusReason"]["text"] == "No discharge summary is on file for this patient"
+    [doc] = reports(client)
+    progress = ask("11506-3")
+    assert progress["status"] == "completed"
+    [contained] = [c for c in progress["contained"] if c["resourceType"] == "DocumentReference"]
+    assert contained["identifier"] == doc["identifier"]
+    assert "versionId" not in contained.get("meta", {})
+    DocumentReference.model_validate(contained)
+    assert "Visits used 2 of 6" in pdf_text(contained)
+    assert client.post(f"/api/v1/referrals/{sr_id}/complete").status_code == 200
+    summary = ask("18842-5")
+    assert summary["status"] == "completed"
+    [contained] = [c for c in summary["contained"] if c["resourceType"] == "DocumentReference"]
+    assert contained["type"]["coding"][0]["code"] == "18842-5"
