@@ -22,13 +22,16 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 
+from fhir_bridge.fhir.outcome import FhirError, error
 from fhir_bridge.mapping.report_document import report_document_reference
 from fhir_bridge.mapping.tables import MappingTables, load_tables
 from fhir_bridge.reports.html import render_html
 from fhir_bridge.reports.model import Episode, build_report
 from fhir_bridge.reports.pdf import render_pdf
 from fhir_bridge.services.progress_report import episode_in, generated_label
+from fhir_bridge.services.runtime import Runtime
 from fhir_bridge.settings import Settings
+from fhir_bridge.store.db import write_session
 from fhir_bridge.store.outbox import OutboxWriter
 from fhir_bridge.store.referrals import ReferralStore
 from fhir_bridge.store.repository import ResourceStore, StoredResource
@@ -61,11 +64,41 @@ def after_visit(
 ) -> StoredResource | None:
     """File the progress report when the visit just counted makes one due."""
     row = ReferralStore(store.session).get(service_request_id)
-    if row is None or not report_due(row.visits_used, settings.report_every_visits):
+    # a referral loaded by the clinic has no inbox row: its visits are counted as the inbox does
+    used = row.visits_used if row is not None else _visits_on_file(store, service_request_id)
+    if not report_due(used, settings.report_every_visits):
         return None
     return file_report(
         store, service_request_id, "progress", tables=tables, settings=settings, now=now
     )
+
+
+def file_report_now(
+    runtime: Runtime, tables: MappingTables, service_request_id: str, kind: str
+) -> StoredResource:
+    """File the report of ``kind`` on demand, in a transaction of its own; 404 for an unknown
+    referral, 409 when it has no visit yet."""
+    with write_session(runtime.sessions) as session:
+        stored = file_report(
+            ResourceStore(session),
+            service_request_id,
+            kind,
+            tables=tables,
+            settings=runtime.settings,
+            now=datetime.now(UTC),
+        )
+    if stored is None:
+        raise FhirError(
+            409, error("business-rule", "The referral has no visit to report on yet", "id")
+        )
+    return stored
+
+
+def _visits_on_file(store: ResourceStore, service_request_id: str) -> int:
+    procedures = store.search_references(
+        "Procedure", "based-on", f"ServiceRequest/{service_request_id}"
+    )
+    return sum(1 for p in procedures if p.resource.get("status") != "entered-in-error")
 
 
 def file_report(
