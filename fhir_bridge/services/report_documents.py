@@ -79,8 +79,12 @@ def file_report_now(
     """File the report of ``kind`` on demand, in a transaction of its own; 404 for an unknown
     referral, 409 when it has no visit yet."""
     with write_session(runtime.sessions) as session:
+        store = ResourceStore(session)
+        found = store.get("ServiceRequest", service_request_id)
+        if found is None or found.deleted:
+            raise FhirError(404, error("not-found", "No referral with that id", "id"))
         stored = file_report(
-            ResourceStore(session),
+            store,
             service_request_id,
             kind,
             tables=tables,
@@ -111,9 +115,14 @@ def file_report(
     now: datetime,
 ) -> StoredResource | None:
     """Render the report of ``kind`` and store it as the next version of its DocumentReference
-    (None when the referral has no visit to report on); emits ``report.generated``."""
+    (None when there is no ServiceRequest, no visit or no Patient to report on); emits
+    ``report.generated``."""
+    found = store.get("ServiceRequest", service_request_id)
+    if found is None or found.deleted:
+        return None  # nothing to report on (completing a referral still works)
     episode = episode_in(store, service_request_id)
-    if not episode.procedures:
+    subject = str(episode.service_request.get("subject", {}).get("reference", ""))
+    if not episode.procedures or not subject.startswith("Patient/"):
         return None
     at = now if now.tzinfo else now.replace(tzinfo=UTC)
     report = build_report(
@@ -123,7 +132,7 @@ def file_report(
         kind=kind,
         clinic_system_base=settings.clinic_system_base,
         referral_id=service_request_id,
-        patient_reference=str(episode.service_request.get("subject", {}).get("reference", "")),
+        patient_reference=subject,
         author_reference=_therapist(episode),
         procedure_ids=[str(p["id"]) for p in _by_time(episode)],
         observation_ids=sorted(
@@ -136,12 +145,11 @@ def file_report(
     )
     identifier = doc["identifier"][0]
     stored, _ = store.update(doc, claim_identifiers=[(identifier["system"], identifier["value"])])
-    patient = doc["subject"]["reference"].removeprefix("Patient/")
     OutboxWriter(store.session).emit(
         REPORT_EVENT,
         stored,
         at=at.astimezone(UTC).replace(tzinfo=None),
-        patient_id=patient or None,
+        patient_id=subject.removeprefix("Patient/"),
         detail={"kind": kind, "service_request": f"ServiceRequest/{service_request_id}"},
     )
     return stored
