@@ -204,3 +204,11 @@ def test_cdex_document_requests_get_the_filed_report(reviewed):
     assert summary["status"] == "completed"
     [contained] = [c for c in summary["contained"] if c["resourceType"] == "DocumentReference"]
     assert contained["type"]["coding"][0]["code"] == "18842-5"
+
+
+def test_the_capability_statement_lists_document_reference(client):
+    rest = client.get("/fhir/metadata").get_json()["rest"][0]
+    [entry] = [r for r in rest["resource"] if r["type"] == "DocumentReference"]
+    names = {p["name"] for p in entry["searchParam"]}
+    assert {"patient", "subject", "type", "category", "date", "related"} <= names
+    assert {i["code"] for i in entry["interaction"]} >= {"read", "vread", "search-type"}
