@@ -274,10 +274,12 @@ def _report_if_due(
     procedure = next((w for w in written if w.resource_type == "Procedure"), None)
     if procedure is None or ctx.referral is None or not _counted(procedure):
         return
-    unchanged = {"resourceType": "Procedure", "id": procedure.resource_id}
-    if previous is not None and {**unchanged, "versionId": procedure.version_id} in (
-        previous.resources
-    ):
+    this_version = {
+        "resourceType": "Procedure",
+        "id": procedure.resource_id,
+        "versionId": procedure.version_id,
+    }
+    if previous is not None and this_version in previous.resources:
         return  # a replay repeats nothing
     after_visit(
         store,
