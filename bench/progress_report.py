@@ -105,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
                 "GET as HTML (whole request)": _median_ms(
                     lambda: client.get(target, headers={"Accept": "text/html"}), args.repeats
                 ),
+                # rendered and stored as the next DocumentReference version, with its event
+                "POST: filed as DocumentReference": _median_ms(
+                    lambda: client.post(target), args.repeats
+                ),
                 "  read the episode": _median_ms(
                     lambda: gather_episode(runtime, REFERRAL), args.repeats
                 ),

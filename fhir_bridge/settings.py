@@ -118,6 +118,10 @@ class Settings:
     worker_idle_seconds: float = 5.0
     #: where to POST a JSON alert when a partner starts failing (empty: ERROR log line only)
     alert_webhook_url: str = ""
+    # progress reports (``services.report_documents``)
+    #: a progress report (DocumentReference) is filed after every this many visits of a
+    #: referral (visits 10, 20, ...); 0: only the discharge summary when a referral completes
+    report_every_visits: int = 10
     # the clinic console
     #: a console session unused this long ends (the user logs in again)
     console_idle_minutes: int = 30
@@ -137,6 +141,8 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{PREFIX}{name.upper()}: must be greater than 0")
+        if self.report_every_visits < 0:
+            raise SettingsError(f"{PREFIX}REPORT_EVERY_VISITS: must not be negative")
         if self.worker_idle_seconds < 0:
             raise SettingsError(f"{PREFIX}WORKER_IDLE_SECONDS: must not be negative")
         if self.delivery_backoff_cap_seconds < self.delivery_backoff_base_seconds:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from fhir_bridge.api.http import runtime
 from fhir_bridge.api.paging import decode_cursor, next_link, page_size, refuse_unknown
@@ -80,5 +80,6 @@ def _reason() -> str | None:
 @referrals_api.post("/referrals/<referral_id>/<action>")
 def act(referral_id: str, action: str) -> Response:
     """accept | decline (body ``{"reason": "..."}``) | complete."""
-    outcome = service.act(runtime(), referral_id, action, reason=_reason())
+    tables = current_app.extensions["fhir_bridge_tables"]
+    outcome = service.act(runtime(), referral_id, action, reason=_reason(), tables=tables)
     return jsonify(service.referral_view(outcome.referral))

@@ -58,8 +58,9 @@ def partners() -> None:
     "events",
     multiple=True,
     metavar="TYPE",
-    help="An event type to deliver (repeatable). Default: physician: all referral.* and "
-    f"session.documented; payer: session.documented. Types: {', '.join(EVENT_TYPES)}; "
+    help="An event type to deliver (repeatable). Default: physician: all referral.*, "
+    "session.documented and report.generated; payer: session.documented. "
+    f"Types: {', '.join(EVENT_TYPES)}; "
     "poll-referrals (physicians) asks `fhir-bridge poll` to pull referrals from the server.",
 )
 @click.option(

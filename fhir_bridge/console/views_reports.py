@@ -1,15 +1,13 @@
 """A referral's progress report and discharge summary, from the patient page.
 
-The same functions as ``GET /api/v1/referrals/<id>/progress-report`` make them
-(``services.progress_report.gather_episode``, ``reports.model.build_report``,
-``reports.pdf.render_pdf`` / ``reports.html.render_html``): the console adds its session login,
-its audit and download headers, nothing else. The URL carries ids only; the kind and format are
-path segments, so no query string is needed.
+The same helper as ``GET /api/v1/referrals/<id>/progress-report`` makes them
+(``services.progress_report.referral_report``, then ``reports.pdf.render_pdf`` /
+``reports.html.render_html``; ``pdf_disposition`` names the download for both): the console
+adds its session login, its audit and its CSP, nothing else. The URL carries ids only; the
+kind and format are path segments, so no query string is needed.
 """
 
 from __future__ import annotations
-
-from datetime import UTC, datetime
 
 from flask import Response, current_app
 
@@ -17,9 +15,8 @@ from fhir_bridge.api.http import runtime
 from fhir_bridge.console import console
 from fhir_bridge.console.audit import audit_access
 from fhir_bridge.reports.html import render_html
-from fhir_bridge.reports.model import build_report
 from fhir_bridge.reports.pdf import render_pdf
-from fhir_bridge.services.progress_report import gather_episode
+from fhir_bridge.services import progress_report
 
 #: The report is a standalone document whose template carries a <style> block and a style
 #: attribute (fhir_bridge/reports/templates/report.html.j2, shared with the API), and its charts
@@ -36,25 +33,16 @@ PDF, HTML = "application/pdf", "text/html"
 def referral_report(referral_id: str, kind: str, fmt: str) -> Response:
     """The progress report (``progress``) or discharge summary (``discharge``), PDF to download
     or HTML to read; every staff role that opens the patient page may open it. Audited."""
-    rt = runtime()
-    episode = gather_episode(rt, referral_id)  # a 404 OperationOutcome shows the error page
-    report = build_report(
-        episode,
-        current_app.extensions["fhir_bridge_tables"],
-        kind=kind,
-        clinic=rt.settings.clinic_name,
-        generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-    )
+    tables = current_app.extensions["fhir_bridge_tables"]
+    # a 404 OperationOutcome shows the error page
+    episode, report = progress_report.referral_report(runtime(), tables, referral_id, kind)
     audit_access("read", "ServiceRequest", referral_id)
     patient_id = episode.patient.get("id")
     if patient_id:
         audit_access("read", "Patient", str(patient_id))
     if fmt == "pdf":
         response = Response(render_pdf(report), mimetype=PDF)
-        # ids only in the file name: no name or MRN lands in the downloads folder's listing
-        response.headers["Content-Disposition"] = (
-            f'attachment; filename="{kind}-report-{referral_id}.pdf"'
-        )
+        response.headers["Content-Disposition"] = progress_report.pdf_disposition(kind, referral_id)
     else:
         response = Response(render_html(report), mimetype=HTML)
         response.headers["Content-Security-Policy"] = REPORT_CSP

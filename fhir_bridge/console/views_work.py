@@ -111,7 +111,13 @@ def referral_action(referral_id: str, action: str) -> Any:
     """Accept, decline (with a reason) or complete, through ``services.referrals.act``."""
     reason = request.form.get("reason") or None
     try:
-        outcome = referral_service.act(runtime(), referral_id, action, reason=reason)
+        outcome = referral_service.act(
+            runtime(),
+            referral_id,
+            action,
+            reason=reason,
+            tables=current_app.extensions["fhir_bridge_tables"],
+        )
     except FhirError as exc:
         if exc.status == 404:
             raise

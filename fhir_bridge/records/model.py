@@ -68,6 +68,8 @@ class Assessment:
     body_site: str | None = None
     laterality: str | None = None
     at: datetime | None = None  # defaults: session start (pre) / end (post)
+    #: item-level answers (ODI, NDI: ``records.item_scores``); ``value`` is their score
+    items: tuple[int | None, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -383,7 +383,35 @@ def _referral_operations() -> dict[str, dict[str, Any]]:
                     "404": _outcome("No referral with that id."),
                     "406": _outcome("Accept names neither text/html nor application/pdf."),
                 },
-            }
+            },
+            "post": {
+                "summary": "File the report now as a FHIR DocumentReference",
+                "description": (
+                    "Stores the report (PDF and HTML attachments) as the next version of the "
+                    "referral's DocumentReference for this kind (identifier <clinic base>/report "
+                    "| <id>/<kind>) and queues its delivery (outbox event report.generated), as "
+                    "FHIR_BRIDGE_REPORT_EVERY_VISITS and completing the referral do on their own."
+                ),
+                "operationId": "fileProgressReport",
+                "tags": ["referrals"],
+                "parameters": [
+                    path_id,
+                    {
+                        "in": "query",
+                        "name": "kind",
+                        "required": False,
+                        "schema": {"type": "string", "enum": ["progress", "discharge"]},
+                    },
+                ],
+                "responses": {
+                    "201": {
+                        "description": "The DocumentReference as stored (Location: its version).",
+                        "content": {"application/fhir+json": {"schema": {"type": "object"}}},
+                    },
+                    "404": _outcome("No referral with that id."),
+                    "409": _outcome("The referral has no visit to report on yet."),
+                },
+            },
         },
         **actions,
     }

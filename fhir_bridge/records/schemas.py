@@ -31,6 +31,7 @@ from fhir_bridge.fhir.npi import is_valid_npi
 from fhir_bridge.mapping.icd10cm import is_billable, is_known, subcodes
 from fhir_bridge.mapping.icd10cm import preload_icd10cm as preload_icd10cm  # app.py, bench
 from fhir_bridge.records.errors import Problem, RecordInvalid
+from fhir_bridge.records.item_scores import ITEM_RULES, item_problem, item_score
 from fhir_bridge.records.model import (
     Assessment,
     CoverageRecord,
@@ -410,7 +411,18 @@ class AssessmentSchema(_Part):
     phase = Text(required=True, validate=Choice(PHASES), metadata=_desc("pre or post."))
     measure = Text(required=True, metadata=_desc("A measure key from mappings/."))
     value = Number(
-        required=True, metadata=_desc("A JSON number within the measure's range (exact decimal).")
+        metadata=_desc(
+            "A JSON number within the measure's range (exact decimal); required unless items "
+            "are sent, and equal to their score when both are."
+        )
+    )
+    items = Items(
+        Whole(allow_none=True, validate=Range(min=0, max=5, error="must be from {min} to {max}")),
+        allow_none=True,
+        metadata=_desc(
+            "ODI or NDI answered item by item: ten section scores 0-5 (null: unanswered; ODI "
+            "allows one). The score is computed by the published rule and kept with the items."
+        ),
     )
     unit = Text(allow_none=True, metadata=_desc("The measure's UCUM unit code, when given."))
     body_site = Text(allow_none=True, metadata=_desc("A body-site key from mappings/."))
@@ -766,6 +778,7 @@ class _Checker:
             path: Path = ("assessments", i)
             rule = self._measure(path, item)
             self._site(path, item, measure_lateral=self._measure_lateral(path, item, rule))
+            self._items(path, item)
             if rule is not None and "value" in item:
                 self._in_range((*path, "value"), item["measure"], item["value"], rule)
             unit = item.get("unit")
@@ -779,6 +792,35 @@ class _Checker:
                 )
             self._at(path, item)
             self._duplicate(seen, path, item)
+
+    def _items(self, path: Path, item: Mapping[str, Any]) -> None:
+        """Item-level answers: a measure that has items, scorable, matching ``value``."""
+        answers = item.get("items")
+        if answers is None:
+            if "value" not in item and (*path, "value") not in self.failed:
+                self.add((*path, "value"), REQUIRED, "required")
+            return
+        if (*path, "items") in self.failed or item.get("measure") is None:
+            return
+        rule = ITEM_RULES.get(item["measure"])
+        if rule is None:
+            self.add(
+                (*path, "items"),
+                f"{_show(item['measure'])} is not scored from items",
+                allowed=tuple(sorted(ITEM_RULES)),
+            )
+            return
+        problem = item_problem(rule, answers)
+        if problem is not None:
+            self.add((*path, "items"), problem)
+            return
+        score = item_score(rule, answers)
+        if "value" in item and item["value"] != score:
+            self.add(
+                (*path, "value"),
+                f"does not match the score of its items ({score})",
+                value=item["value"],
+            )
 
     def _measure(self, path: Path, item: Mapping[str, Any]) -> MeasureRule | None:
         measure = item.get("measure")
@@ -917,7 +959,7 @@ def _build(data: Mapping[str, Any]) -> SessionRecord:
         treatments=tuple(Treatment(**t) for t in data.get("treatments") or ()),
         referral=ReferralRecord(**referral) if referral else None,
         diagnoses=tuple(data.get("diagnoses") or ()),
-        assessments=tuple(Assessment(**a) for a in data.get("assessments") or ()),
+        assessments=tuple(_assessment(a) for a in data.get("assessments") or ()),
         goals=tuple(GoalRecord(**g) for g in data.get("goals") or ()),
         notes=Notes(**notes) if notes else None,
         extra={k: v for k, v in data.items() if k not in _TOP_LEVEL},
@@ -941,3 +983,13 @@ def load_session(payload: object, *, vocabulary: Vocabulary) -> SessionRecord:
     if problems:
         raise RecordInvalid(sorted(problems, key=_document_order))
     return _build(data)
+
+
+def _assessment(raw: Mapping[str, Any]) -> Assessment:
+    """An assessment as loaded; items (already checked) give the value when none was sent."""
+    values = dict(raw)
+    answers = values.get("items")
+    if answers is not None:
+        values["items"] = tuple(answers)
+        values.setdefault("value", item_score(ITEM_RULES[values["measure"]], answers))
+    return Assessment(**values)

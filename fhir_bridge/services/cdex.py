@@ -30,12 +30,13 @@ from fhir_bridge.services.fhir_write import (
     read_resource,
     require_valid,
 )
+from fhir_bridge.services.report_lookup import filed_reports
 from fhir_bridge.services.resources import check_visible
 from fhir_bridge.services.runtime import Runtime
 from fhir_bridge.store.db import read_session, write_session
 from fhir_bridge.store.errors import ResourceNotFound
 from fhir_bridge.store.member_scope import COMPARTMENT_TYPES, MemberScope
-from fhir_bridge.store.repository import ResourceStore
+from fhir_bridge.store.repository import ResourceStore, StoredResource
 from fhir_bridge.store.search import run_search
 
 NOT_AVAILABLE = (
@@ -45,6 +46,9 @@ MAX_RESULTS = 1000
 #: what a clinical note shows: the requester's token must read every one of them
 NOTE_TYPES = ("Patient", "ServiceRequest", "Procedure", "Observation", "Goal")
 _PATIENT_PARAMS = {"patient", "subject", "beneficiary", "for", "_id"}
+#: document codes answered with the latest filed report (``services.report_documents``); a
+#: progress note falls back to a note written on the spot, a discharge summary exists only filed
+FILED_TYPES = {"11506-3": "Progress note", "18842-5": "Discharge summary"}
 
 
 def is_data_request_body(body: bytes) -> bool:
@@ -179,7 +183,17 @@ def receive(
         else:
             task = {**task, "for": {**task["for"], "reference": f"Patient/{patient_id}"}}
             answer = _answer(
-                session, request, task, patient_id, scope, principal, base, clinic_name, now, tables
+                session,
+                request,
+                task,
+                patient_id,
+                scope,
+                principal,
+                base,
+                clinic_name,
+                now,
+                tables,
+                runtime.settings.clinic_system_base,
             )
     if answer["status"] != "completed":
         answer = _unlinked(answer)  # a refusal discloses nothing and joins no compartment
@@ -190,6 +204,17 @@ def receive(
         result = WriteResult(store.create(answer), True)
     disclosed = (patient_id,) if patient_id else ()
     return replace(result, disclosed_patients=disclosed)
+
+
+def _contained(stored: StoredResource) -> dict[str, Any]:
+    """A filed report as a contained resource: the stored body, versioned by its identifier
+    (a contained resource carries no ``meta.versionId``/``lastUpdated``)."""
+    body = dict(stored.resource)
+    meta = {k: v for k, v in (body.get("meta") or {}).items() if k == "profile"}
+    body.pop("meta", None)
+    if meta:
+        body["meta"] = meta
+    return body
 
 
 def _unlinked(task: dict[str, Any]) -> dict[str, Any]:
@@ -216,6 +241,7 @@ def _answer(
     clinic_name: str,
     now: str,
     tables: MappingTables | None = None,
+    clinic_system_base: str = "",
 ) -> dict[str, Any]:
     if request.kind == "query":
         result = _query_result(session, request.query or "", patient_id, scope, principal, base)
@@ -225,6 +251,16 @@ def _answer(
             task, contained=result, business_status="Query results attached", now=now
         )
     code = request.code
+    # a filed report (progress note, discharge summary) answers as filed, PDF and HTML
+    if code in FILED_TYPES:
+        filed = filed_reports(session, scope, clinic_system_base, patient_id=patient_id, code=code)
+        if filed:
+            return cdex.answered(
+                task, contained=_contained(filed[0]), business_status="Document attached", now=now
+            )
+        if code not in cdex.DOCUMENT_TYPES:
+            reason = f"No {FILED_TYPES[code].lower()} is on file for this patient"
+            return cdex.refused(task, status="rejected", reason=reason, now=now)
     unreadable = [t for t in NOTE_TYPES if not scope.reads(t)]
     if unreadable:
         return cdex.refused(
@@ -234,7 +270,7 @@ def _answer(
             now=now,
         )
     if code not in cdex.DOCUMENT_TYPES:
-        supported = ", ".join(sorted(cdex.DOCUMENT_TYPES))
+        supported = ", ".join(sorted({*cdex.DOCUMENT_TYPES, *FILED_TYPES}))
         return cdex.refused(
             task,
             status="rejected",

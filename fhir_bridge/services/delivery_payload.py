@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from fhir_bridge.mapping.delivery_bundle import referral_bundle, relative_references, session_bundle
+from fhir_bridge.services.report_payload import report_payload
 from fhir_bridge.store.models import OutboxEvent
 from fhir_bridge.store.referrals import ReferralRow, ReferralStore
 from fhir_bridge.store.repository import ResourceStore, StoredResource
@@ -75,6 +76,8 @@ def build_payloads(
             out[pk] = PayloadSourceGone(f"outbox event {pk} is gone")
         elif event.event_type == "session.documented":
             visits[pk] = event
+        elif event.event_type == "report.generated":
+            out[pk] = _attempt(lambda e=event: report_payload(store, e, clinic_system_base))
         elif event.event_type.startswith("referral."):
             out[pk] = _attempt(lambda e=event: _referral_payload(store, e, clinic_system_base))
         else:

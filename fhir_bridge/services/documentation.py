@@ -1,5 +1,7 @@
 """The documentation a payer reviews: ``Patient/$everything`` and ``ServiceRequest/$documentation``.
 
+``$documentation`` carries the referral's filed reports (progress notes, discharge summary:
+``services.report_lookup``); ``$everything`` has them as records of the patient's compartment.
 Both read within the caller's scope (what is outside it is absent, as if it did not exist) and
 within the resource types the caller's token may read.
 """
@@ -16,6 +18,7 @@ from fhir_bridge.fhir.search_query import parse_search
 from fhir_bridge.mapping.clinical import PERTAINS_TO_GOAL
 from fhir_bridge.mapping.outcome_summary import outcome_changes
 from fhir_bridge.mapping.tables import MappingTables
+from fhir_bridge.services.report_lookup import filed_reports
 from fhir_bridge.services.resources import check_visible
 from fhir_bridge.services.runtime import Runtime
 from fhir_bridge.store.db import read_session
@@ -109,6 +112,13 @@ def documentation(
             "Coverage": _references([body], "insurance", "Coverage"),
             "Goal": _goal_ids([o.resource for o in observations]),
         }
+        if "DocumentReference" in readable:  # the filed progress reports and summary
+            found += filed_reports(
+                session,
+                scope,
+                runtime.settings.clinic_system_base,
+                service_request_id=service_request_id,
+            )
         if "Coverage" in readable and patient_ref.startswith("Patient/"):
             coverages, _ = _search(session, scope, "Coverage", [("patient", patient_ref)])
             found += coverages

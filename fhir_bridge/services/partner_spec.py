@@ -19,7 +19,9 @@ from fhir_bridge.store.partners import AUTH_KINDS, KINDS
 #: what a partner of each kind receives when no event type is named
 DEFAULT_EVENTS: dict[str, tuple[str, ...]] = {
     "physician": tuple(
-        e for e in EVENT_TYPES if e.startswith("referral.") or e == "session.documented"
+        e
+        for e in EVENT_TYPES
+        if e.startswith("referral.") or e in ("session.documented", "report.generated")
     ),
     "payer": ("session.documented",),
 }

@@ -13,6 +13,8 @@ from typing import Any
 
 from fhir_bridge.fhir.outcome import FhirError, error
 from fhir_bridge.mapping.referral_task import IllegalTransition, allowed_actions, transition
+from fhir_bridge.mapping.tables import MappingTables
+from fhir_bridge.services.report_documents import configured_tables, file_report
 from fhir_bridge.services.runtime import Runtime
 from fhir_bridge.store.db import read_session, write_session
 from fhir_bridge.store.outbox import OutboxWriter
@@ -59,9 +61,18 @@ def get_referral(runtime: Runtime, referral_id: str) -> ReferralRow:
 
 
 def act(
-    runtime: Runtime, referral_id: str, action: str, *, reason: str | None = None
+    runtime: Runtime,
+    referral_id: str,
+    action: str,
+    *,
+    reason: str | None = None,
+    tables: MappingTables | None = None,
 ) -> ActionOutcome:
-    """Accept, decline (``reason`` required) or complete a referral."""
+    """Accept, decline (``reason`` required) or complete a referral.
+
+    Completing it files the discharge summary (``services.report_documents``) in the same
+    transaction, rendered with ``tables`` (the app's mappings; default: the configured ones).
+    """
     if action not in ACTION_EVENTS:
         raise FhirError(404, error("not-found", f"No action {action!r}", "action"))
     if action == "decline" and not (reason or "").strip():
@@ -95,6 +106,15 @@ def act(
             patient_id=row.patient_id,
             detail={"service_request": f"ServiceRequest/{row.service_request_id}"},
         )
+        if action == "complete":
+            file_report(
+                store,
+                row.service_request_id,
+                "discharge",
+                tables=tables or configured_tables(runtime.settings),
+                settings=runtime.settings,
+                now=now,
+            )
         return ActionOutcome(referral=updated, task_version=stored.version_id)
 
 

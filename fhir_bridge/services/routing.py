@@ -13,6 +13,9 @@ Who receives what:
   inbox row -> ``requester_npi``), and the payer partner known by the payer id of the patient's
   active Coverage's payor Organization (its identifier under ``settings.payer_id_system``).
 * ``referral.*`` (resource: the referral's Task or ServiceRequest): the referring physician.
+* ``report.generated`` (resource: a progress report's DocumentReference version): the
+  referring physician of the ServiceRequest in its ``context.related``, and the patient's payer
+  as for a visit, but a payer only when its ``events`` name the type (it is never a default).
 
 A partner receives an event only when ``partner.receives(event_type)`` (enabled, subscribed).
 
@@ -48,6 +51,8 @@ from fhir_bridge.store.referrals import ReferralRow, ReferralStore
 from fhir_bridge.store.repository import ResourceStore
 
 CURSOR = "router"
+#: event types a payer may receive (when its partner entry names them)
+PAYER_EVENT_TYPES = ("session.documented", "report.generated")
 #: how long a gap in outbox ids may be an uncommitted write (later events wait for it)
 GAP_GRACE = timedelta(seconds=60)
 
@@ -70,9 +75,9 @@ def recipients(
     """The partners that receive an event (pure), by ``pk``, each once.
 
     Physicians by the referring NPI (every event type); payers by payer id
-    (``session.documented`` only); always only partners that ``receive`` the event type.
+    (``PAYER_EVENT_TYPES`` only); always only partners that ``receive`` the event type.
     """
-    payer_ids = facts.payer_ids if event_type == "session.documented" else ()
+    payer_ids = facts.payer_ids if event_type in PAYER_EVENT_TYPES else ()
     chosen = {
         p.pk: p
         for p in partners
@@ -103,6 +108,20 @@ def gather_facts(session: Session, event: Event, *, payer_id_system: str) -> Rou
         return RoutingFacts(
             requester_npis=_npis(rows),
             payer_ids=_payer_ids(store, patient, payer_id_system) if patient else (),
+        )
+    if event.event_type == "report.generated":
+        document = store.get(event.resource_type, event.resource_id)
+        context = (document.resource.get("context") or {}) if document else {}
+        rows = [
+            referrals.get(ref.partition("/")[2])
+            for ref in _references(context.get("related"))
+            if ref.startswith("ServiceRequest/")
+        ]
+        return RoutingFacts(
+            requester_npis=_npis(rows),
+            payer_ids=_payer_ids(store, event.patient_id, payer_id_system)
+            if event.patient_id
+            else (),
         )
     if event.event_type.startswith("referral."):
         if event.resource_type == "Task":

@@ -26,6 +26,7 @@ from fhir_bridge.records.model import SessionRecord
 from fhir_bridge.records.schemas import load_session
 from fhir_bridge.records.vocabulary import Vocabulary
 from fhir_bridge.services.referral_progress import PROGRESS_FLAGS, ReferralProgress
+from fhir_bridge.services.report_documents import after_visit
 from fhir_bridge.services.runtime import Runtime
 from fhir_bridge.services.session_views import get_session as get_session
 from fhir_bridge.services.session_views import list_sessions as list_sessions
@@ -198,6 +199,7 @@ def _submit(
         _retract_dropped(store, previous, {(r["resourceType"], r["id"]) for r in mapped.resources})
     now = datetime.now(UTC).replace(tzinfo=None)
     flags = [*mapped.flags, *_follow_up(store, ctx, written, record, now, previous)]
+    _report_if_due(store, ctx, written, runtime, tables, now, previous)
     created = sessions.save(
         session_id=record.session_id,
         status=record.status,
@@ -257,6 +259,39 @@ def _follow_up(
     return ReferralProgress(store, now).visit(
         ctx.referral.service_request_id, procedure, visit_date=record.started_at.date()
     )
+
+
+def _report_if_due(
+    store: ResourceStore,
+    ctx: SessionContext,
+    written: list[StoredResource],
+    runtime: Runtime,
+    tables: MappingTables,
+    now: datetime,
+    previous: StoredSession | None,
+) -> None:
+    """A changed, counted visit under a referral may make a progress report due."""
+    procedure = next((w for w in written if w.resource_type == "Procedure"), None)
+    if procedure is None or ctx.referral is None or not _counted(procedure):
+        return
+    this_version = {
+        "resourceType": "Procedure",
+        "id": procedure.resource_id,
+        "versionId": procedure.version_id,
+    }
+    if previous is not None and this_version in previous.resources:
+        return  # a replay repeats nothing
+    after_visit(
+        store,
+        ctx.referral.service_request_id,
+        tables=tables,
+        settings=runtime.settings,
+        now=now,
+    )
+
+
+def _counted(procedure: StoredResource) -> bool:
+    return procedure.resource.get("status") != "entered-in-error"
 
 
 def _first(found: list[StoredResource]) -> StoredResource | None:

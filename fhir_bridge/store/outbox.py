@@ -35,6 +35,7 @@ EVENT_TYPES = (
     "referral.completed",
     "referral.visit-documented",
     "session.documented",
+    "report.generated",
 )
 
 

@@ -267,11 +267,12 @@ def test_an_unsupported_document_code_is_rejected_with_the_supported_ones(review
     app, _, org = reviewed
     body = data_request(
         "code",
-        {"valueCodeableConcept": {"coding": [{"system": "http://loinc.org", "code": "18842-5"}]}},
+        {"valueCodeableConcept": {"coding": [{"system": "http://loinc.org", "code": "34117-2"}]}},
     )
     task = post_task(app, payer(app, org), body).get_json()
     assert task["status"] == "rejected"
     assert "11506-3" in task["statusReason"]["text"]
+    assert "18842-5" in task["statusReason"]["text"]
 
 
 def test_a_malformed_request_is_a_422_naming_the_element(reviewed):

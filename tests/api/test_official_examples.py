@@ -37,7 +37,9 @@ FHIR_JSON = "application/fhir+json"
 PAYER = "Organization/cdex-example-payer"
 PATIENT = "cdex-example-patient"
 MEMBER_IDS = "http://example.org/cdex/payer/member-ids"
-UNSUPPORTED_DOC = "Unsupported document type; supported LOINC: 11506-3, 18776-5, 28570-0, 47420-5"
+UNSUPPORTED_DOC = (
+    "Unsupported document type; supported LOINC: 11506-3, 18776-5, 18842-5, 28570-0, 47420-5"
+)
 PAYER_ONLY_DATA_REQUESTS = "A payer may only POST Da Vinci CDex data-request Tasks"
 NOT_REQUESTED = "A new CDex data request has status 'requested'"
 #: CDex attachment requests (PAS codes): no data request, no referral

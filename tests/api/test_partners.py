@@ -29,7 +29,8 @@ KEY_ENV = "ACME_SMART_KEY_FOR_TEST"
 NPI = "http://hl7.org/fhir/sid/us-npi|1407071236"
 PAYER_ID = "https://payers.example.org/payer-id|ACME-HEALTH"
 ALL_PHYSICIAN_EVENTS = [e for e in EVENT_TYPES if e.startswith("referral.")] + [
-    "session.documented"
+    "session.documented",
+    "report.generated",
 ]
 
 
@@ -158,7 +159,7 @@ def test_add_list_show_disable_enable_round_trip(env, keys, client):
 
     added = add_physician(env)
     assert added.exit_code == 0, added.output
-    assert "partner northside added (physician, 8 event types, auth bearer, enabled)" in (
+    assert "partner northside added (physician, 9 event types, auth bearer, enabled)" in (
         added.stdout
     )
     assert add_payer(env, keys["es384"]).exit_code == 0
@@ -166,7 +167,7 @@ def test_add_list_show_disable_enable_round_trip(env, keys, client):
     rows = _table(run(env, "list").stdout)
     assert list(rows) == ["acme", "northside"]
     assert rows["northside"][1] == "physician"
-    assert rows["northside"][-4:] == ["https://ehr.northside.example/fhir/r4", "8", "bearer", "yes"]
+    assert rows["northside"][-4:] == ["https://ehr.northside.example/fhir/r4", "9", "bearer", "yes"]
     assert rows["acme"][-4:] == ["https://fhir.acme.example/r4", "1", "smart", "yes"]
 
     shown = json.loads(run(env, "show", "northside").stdout)

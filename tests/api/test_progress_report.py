@@ -131,3 +131,33 @@ def test_documentation_summary_tells_the_walkthrough_story(story):
     [pain] = [n for n in notes if n.startswith("Pain")]
     assert "8 -> 6 /10 (change -2 points, improved; MCID 2 points passed)" in pain
     assert "over 3 pre-treatment measurement(s), 2026-11-13 to 2026-11-24" in pain
+
+
+def test_the_pdf_is_a_download_named_by_ids_only(story):
+    response = story.get("/api/v1/referrals/sr-rivera-massage-2026-11/progress-report", headers=PDF)
+    assert response.headers["Content-Disposition"] == (
+        'attachment; filename="progress-report-sr-rivera-massage-2026-11.pdf"'
+    )
+
+
+def test_post_files_the_report_as_a_document_reference(story):
+    filed = story.post("/api/v1/referrals/sr-rivera-massage-2026-11/progress-report")
+    assert filed.status_code == 201, filed.get_json()
+    doc = filed.get_json()
+    assert doc["resourceType"] == "DocumentReference"
+    assert filed.headers["Location"].endswith(
+        f"/fhir/DocumentReference/{doc['id']}/_history/{doc['meta']['versionId']}"
+    )
+    assert story.get(f"/fhir/DocumentReference/{doc['id']}").get_json()["id"] == doc["id"]
+    found = story.get(
+        "/fhir/DocumentReference",
+        query_string={"patient": "Patient/pat-rivera-ana", "type": "http://loinc.org|11506-3"},
+    ).get_json()
+    assert [e["resource"]["id"] for e in found["entry"]] == [doc["id"]]
+    summary = story.post(
+        "/api/v1/referrals/sr-rivera-massage-2026-11/progress-report?kind=discharge"
+    )
+    assert summary.status_code == 201
+    assert summary.get_json()["id"] != doc["id"]
+    assert story.post("/api/v1/referrals/nope/progress-report").status_code == 404
+    assert story.post("/api/v1/referrals/x/progress-report?kind=other").status_code == 400

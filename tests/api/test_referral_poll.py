@@ -362,7 +362,7 @@ def test_partners_add_poll_then_poll_once_and_the_worker_polls_too(runtime, ehr,
         "--poll",
     )
     assert added.exit_code == 0, added.output
-    assert "8 event types, polled for referrals" in added.output
+    assert "9 event types, polled for referrals" in added.output
     payer = cli(
         runtime,
         *("partners", "add", "acme", "--name", "Acme", "--kind", "payer", "--base-url", ehr.base),

@@ -155,9 +155,12 @@ def test_later_events_are_routed_and_the_cursor_skips_what_was_read(
     assert act(client, flow["service_request"], "complete").status_code == 200
     # a partner registered now does not receive events from before the cursor
     late = _partner(runtime, "late", identifiers=[{"system": NPI, "value": REQUESTER}])
-    assert route_pending(runtime) == 3  # ehr, late, and unsubscribed (it takes this one)
-    assert [d.event_type for d in _deliveries(runtime, late)] == ["referral.completed"]
-    assert [d.event_type for d in _deliveries(runtime, partners["ehr"])][-1] == "referral.completed"
+    # completing files the discharge summary: ehr and late get both events, unsubscribed the
+    # one it takes
+    assert route_pending(runtime) == 5
+    completed = ["referral.completed", "report.generated"]
+    assert [d.event_type for d in _deliveries(runtime, late)] == completed
+    assert [d.event_type for d in _deliveries(runtime, partners["ehr"])][-2:] == completed
     assert [d.event_type for d in _deliveries(runtime, partners["unsubscribed"])] == [
         "referral.completed"
     ]

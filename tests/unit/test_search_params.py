@@ -54,6 +54,16 @@ EXPECTED_NAMES = {
         "authored-on",
     },
     "Goal": {"patient", "subject", "lifecycle-status", "identifier"},
+    "DocumentReference": {
+        "patient",
+        "subject",
+        "type",
+        "category",
+        "date",
+        "related",
+        "identifier",
+        "status",
+    },
     "PractitionerRole": {"practitioner", "organization", "identifier"},
     "AuditEvent": {"date", "agent", "entity", "outcome", "type", "subtype", "action", "patient"},
 }
@@ -148,6 +158,20 @@ DEFINITIONS = [
     ("AuditEvent", "subtype", "token", ("subtype",), "AuditEvent-subtype"),
     ("AuditEvent", "action", "token", ("action",), "AuditEvent-action"),
     ("AuditEvent", "patient", "reference", ("entity.what",), "AuditEvent-patient"),
+    ("DocumentReference", "patient", "reference", ("subject",), "clinical-patient"),
+    ("DocumentReference", "subject", "reference", ("subject",), "DocumentReference-subject"),
+    ("DocumentReference", "type", "token", ("type",), "clinical-type"),
+    ("DocumentReference", "category", "token", ("category",), "DocumentReference-category"),
+    ("DocumentReference", "date", "date", ("date",), "DocumentReference-date"),
+    (
+        "DocumentReference",
+        "related",
+        "reference",
+        ("context.related",),
+        "DocumentReference-related",
+    ),
+    ("DocumentReference", "identifier", "token", ("identifier",), "clinical-identifier"),
+    ("DocumentReference", "status", "token", ("status",), "DocumentReference-status"),
 ]
 
 
