@@ -294,11 +294,14 @@ def test_another_payers_task_is_invisible(reviewed):
     assert app.test_client().get(f"/fhir/Task/{task['id']}", headers=stranger).status_code == 404
 
 
+def _containers(inner: st.SearchStrategy) -> st.SearchStrategy:
+    # a named function: Hypothesis reads a lambda's source to check it recurses, which can fail
+    return st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+
+
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=5),
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
-    ),
+    _containers,
     max_leaves=6,
 )
 FIELDS = ["code", "for", "input", "intent", "status", "requester", "owner", "contained", "meta"]

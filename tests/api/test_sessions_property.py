@@ -12,6 +12,14 @@ from hypothesis import strategies as st
 from fhir_bridge.records.openapi import EXAMPLE_RECORD
 from tests.api.test_sessions_api import counts
 
+
+def _containers(children: st.SearchStrategy) -> st.SearchStrategy:
+    # a named function: Hypothesis reads a lambda's source to check it recurses, which can fail
+    return st.lists(children, max_size=4) | st.dictionaries(
+        st.text(max_size=10), children, max_size=4
+    )
+
+
 JSON = st.recursive(
     st.none()
     | st.booleans()
@@ -20,9 +28,7 @@ JSON = st.recursive(
     | st.floats(allow_nan=False)
     | st.text(max_size=20)
     | st.sampled_from(["\ud800", "pain \udfff"]),  # unpaired surrogates, sent as escapes
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
-    ),
+    _containers,
     max_leaves=12,
 )
 

@@ -514,11 +514,16 @@ JSON_SCALARS = (
     | st.text(max_size=20)
     | st.sampled_from(["M54.2", "M54.5", "2026-11-20T10:30:00-05:00", "pre", "left", "neck", ""])
 )
+
+
+def _containers(inner: st.SearchStrategy) -> st.SearchStrategy:
+    # a named function: Hypothesis reads a lambda's source to check it recurses, which can fail
+    return st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+
+
 JSON_VALUES = st.recursive(
     JSON_SCALARS,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
+    _containers,
     max_leaves=20,
 )
 
