@@ -13,9 +13,15 @@ def start_export_runner(rt: Runtime, stop: threading.Event) -> threading.Thread:
     """Run export jobs in a thread of the worker process until ``stop`` is set."""
     from fhir_bridge.services.bulk_runner import ExportRunner
 
-    thread = threading.Thread(
-        target=ExportRunner(rt).run_forever, args=(stop,), name="export-runner", daemon=True
-    )
+    runner = ExportRunner(rt)
+
+    def run() -> None:
+        try:
+            runner.run_forever(stop)
+        finally:
+            runner.close()
+
+    thread = threading.Thread(target=run, name="export-runner", daemon=True)
     thread.start()
     return thread
 
@@ -37,6 +43,7 @@ def run_once() -> None:
         done = 0
         while runner.run_once():
             done += 1
+        runner.close()
         click.echo(f"{done} export jobs run")
     finally:
         rt.dispose()

@@ -20,7 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl
+
+from sqlalchemy import event
 
 from fhir_bridge.fhir import jsonio
 from fhir_bridge.fhir.bulk_request import ExportRequest
@@ -32,11 +35,29 @@ from fhir_bridge.services.authorization import utcnow
 from fhir_bridge.services.bulk_export import expiry, job_dir, principal_from_json
 from fhir_bridge.services.runtime import Runtime
 from fhir_bridge.store import export_jobs as jobs
-from fhir_bridge.store.db import read_session, write_session
+from fhir_bridge.store.db import make_engine, read_session, session_factory, write_session
 from fhir_bridge.store.export_read import ExportSlice, export_page
 from fhir_bridge.store.snapshot import current_sequence
 
 log = logging.getLogger(__name__)
+
+
+def _export_runtime(runtime: Runtime) -> Runtime:
+    """On SQLite, connections of the runner's own, without the store's memory-mapped reads
+    and large page cache (both count in the process's memory, and an export reads every
+    page once); on PostgreSQL the runtime as it is."""
+    if not runtime.settings.is_sqlite:
+        return runtime
+    engine = make_engine(runtime.settings.database_url)
+
+    @event.listens_for(engine, "connect")
+    def _small(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA mmap_size=0")
+        cursor.execute("PRAGMA cache_size=-8192")
+        cursor.close()
+
+    return Runtime(runtime.settings, engine, session_factory(engine))
 
 
 class LeaseLost(Exception):
@@ -60,10 +81,16 @@ class ExportRunner:
     def __init__(
         self, runtime: Runtime, *, clock: Callable[[], datetime] = utcnow, idle: float = 1.0
     ) -> None:
-        self.runtime = runtime
+        self._shared = runtime
+        self.runtime = _export_runtime(runtime)
         self.settings = runtime.settings
         self.clock = clock
         self.idle = idle
+
+    def close(self) -> None:
+        """Close the runner's own SQLite connections (PostgreSQL shares the runtime's pool)."""
+        if self.runtime is not self._shared:
+            self.runtime.dispose()
 
     # --- the loop ------------------------------------------------------------------------
 

@@ -83,7 +83,9 @@ def _where(s: ExportSlice) -> list[Any]:
         where.append(V.last_updated > s.since)
     if s.filters:
         where.append(or_(false(), *(criteria_condition(q) for q in s.filters)))
-    if s.group_org is not None:
+    # the payer's own Group: its member scope (covered today) already implies membership
+    own_group = s.scope.kind == "payer" and s.scope.organization_id == s.group_org
+    if s.group_org is not None and not own_group:
         where.append(_group_condition(s.resource_type, s.group_org))
     return where
 
