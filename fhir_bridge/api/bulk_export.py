@@ -46,7 +46,9 @@ def _kick_off(level: str, group_id: str | None = None) -> Response:
         params += parameters_pairs(parse_json_body(request.get_data(), "Parameters"))
     export = parse_export(level, params, group_id=group_id, lenient=_prefers("handling=lenient"))
     rt = runtime()
-    job_id = bulk_export.kick_off(rt, current_principal(), export, request.url)
+    # the manifest's ``request``: the kick-off URL under the public base (never the Host header)
+    asked = rt.settings.public_base_url.rstrip("/") + request.full_path.rstrip("?")
+    job_id = bulk_export.kick_off(rt, current_principal(), export, asked)
     mark_operation("export")
     status_url = f"{rt.settings.fhir_base_url}/$export-status/{job_id}"
     outcome = operation_outcome(

@@ -21,6 +21,7 @@ from sqlalchemy import (
     exists,
     false,
     func,
+    literal,
     or_,
     select,
     text,
@@ -77,8 +78,13 @@ class ExportSlice:
     group_org: str | None = None
 
 
-def _where(s: ExportSlice) -> list[Any]:
-    where: list[Any] = [as_of(s.resource_type, s.snapshot), visible(s.scope, s.resource_type)]
+def _where(s: ExportSlice, dialect: str) -> list[Any]:
+    condition: Any = visible(s.scope, s.resource_type)
+    if dialect == "postgresql" and not s.scope.unrestricted:
+        # the same condition as a per-row subplan: PostgreSQL would otherwise turn its EXISTS
+        # into a join over every member's records, sorted for each page (seconds per page)
+        condition = select(literal(True)).where(condition).scalar_subquery().is_(True)
+    where: list[Any] = [as_of(s.resource_type, s.snapshot), condition]
     if s.since is not None:
         where.append(V.last_updated > s.since)
     if s.filters:
@@ -107,7 +113,7 @@ def export_page(
     """Up to ``limit`` visible rows after ``after_pk``: (pk, JSON bytes, patient id)."""
     stmt = (
         select(V.pk, V.content, _patient_column(s.resource_type))
-        .where(*_where(s), V.pk > after_pk)
+        .where(*_where(s, session.get_bind().dialect.name), V.pk > after_pk)
         .order_by(V.pk)
         .limit(limit)
     )
