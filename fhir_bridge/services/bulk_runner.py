@@ -200,6 +200,7 @@ class ExportRunner:
         scope = read_scope(principal)
         files: list[jobs.NewFile] = []
         refused: list[str] = []
+        members: dict[str, bool] = {}  # patients the caller may see, checked once each
         types = request.export_types()
         for n, rtype in enumerate(types):
             if not scope.reads(rtype):
@@ -218,7 +219,8 @@ class ExportRunner:
                 filters=filters,
                 group_org=request.group_id if request.level == "group" else None,
             )
-            found = self._write_type(claim, folder, piece, f"{rtype} ({n + 1} of {len(types)})")
+            label = f"{rtype} ({n + 1} of {len(types)})"
+            found = self._write_type(claim, folder, piece, label, members)
             if found is not None:
                 files.append(found)
         if refused:
@@ -228,7 +230,12 @@ class ExportRunner:
         return files
 
     def _write_type(
-        self, claim: _Claim, folder: Path, piece: ExportSlice, label: str
+        self,
+        claim: _Claim,
+        folder: Path,
+        piece: ExportSlice,
+        label: str,
+        members: dict[str, bool],
     ) -> jobs.NewFile | None:
         name = f"{piece.resource_type}-{claim.attempt}.ndjson"
         part = folder / f"{name}.part"
@@ -239,13 +246,14 @@ class ExportRunner:
         with part.open("wb", buffering=1 << 20) as out:
             while True:
                 with read_session(self.runtime.sessions) as session:
-                    rows = export_page(session, piece, after, page_size)
-                if not rows:
+                    rows, last = export_page(session, piece, after, page_size, members)
+                if last is None:
                     break
-                out.write(b"\n".join(content for _, content, _ in rows))
-                out.write(b"\n")
+                if rows:
+                    out.write(b"\n".join(content for _, content, _ in rows))
+                    out.write(b"\n")
                 count += len(rows)
-                after = rows[-1][0]
+                after = last
                 patients.update(p for _, _, p in rows if p)
                 if time.monotonic() - last_renewal >= renew_every:
                     self._renew(claim, f"{label}: {count} resources")

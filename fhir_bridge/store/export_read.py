@@ -8,7 +8,6 @@ memory does not grow with the export.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,12 +24,19 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    true,
 )
 from sqlalchemy.orm import Session, aliased
 
 from fhir_bridge.fhir import jsonio
 from fhir_bridge.fhir.search_query import SearchQuery
-from fhir_bridge.store.member_scope import MemberScope, visible
+from fhir_bridge.store.member_scope import (
+    COMPARTMENT_TYPES,
+    MemberScope,
+    member_shortcut,
+    members_among,
+    visible,
+)
 from fhir_bridge.store.models import ResourceVersion, SearchReference, SearchToken
 from fhir_bridge.store.search import as_of, criteria_condition
 
@@ -78,9 +84,9 @@ class ExportSlice:
     group_org: str | None = None
 
 
-def _where(s: ExportSlice, dialect: str) -> list[Any]:
-    condition: Any = visible(s.scope, s.resource_type)
-    if dialect == "postgresql" and not s.scope.unrestricted:
+def _where(s: ExportSlice, dialect: str, *, scoped: bool = True) -> list[Any]:
+    condition: Any = visible(s.scope, s.resource_type) if scoped else true()
+    if scoped and dialect == "postgresql" and not s.scope.unrestricted:
         # the same condition as a per-row subplan: PostgreSQL would otherwise turn its EXISTS
         # into a join over every member's records, sorted for each page (seconds per page)
         condition = select(literal(True)).where(condition).scalar_subquery().is_(True)
@@ -107,17 +113,70 @@ def _patient_column(resource_type: str) -> Any:
     )
 
 
+def _by_members(s: ExportSlice) -> bool:
+    """Is the membership of a row's patients all ``visible`` asks of it? For a payer, on
+    Patient and its compartment but Task and Coverage (``member_shortcut``, as a search naming
+    member patients uses it): then membership is checked once per patient, not per row."""
+    return (
+        s.scope.kind == "payer"
+        and member_shortcut(s.scope, s.resource_type)
+        and (s.resource_type == "Patient" or s.resource_type in COMPARTMENT_TYPES)
+    )
+
+
+def _patients_column(resource_type: str, dialect: str) -> Any:
+    """Every patient a row's ``patient`` references name, space-separated (ids hold none)."""
+    if resource_type == "Patient":
+        return V.resource_id
+    r = aliased(SearchReference)
+    joined = (
+        func.string_agg(r.target_id, " ")
+        if dialect == "postgresql"
+        else func.group_concat(r.target_id, " ")
+    )
+    return (
+        select(joined)
+        .where(r.version_pk == V.pk, r.param == "patient", r.target_type == "Patient")
+        .scalar_subquery()
+    )
+
+
 def export_page(
-    session: Session, s: ExportSlice, after_pk: int, limit: int
-) -> Sequence[tuple[int, bytes, str | None]]:
-    """Up to ``limit`` visible rows after ``after_pk``: (pk, JSON bytes, patient id)."""
+    session: Session, s: ExportSlice, after_pk: int, limit: int, members: dict[str, bool]
+) -> tuple[list[tuple[int, bytes, str | None]], int | None]:
+    """The visible rows among the next ``limit`` after ``after_pk`` (pk, JSON bytes, patient
+    id), and the last pk read (None: nothing left). ``members`` caches, for one export,
+    which patients the caller may see."""
+    dialect = session.get_bind().dialect.name
+    if not _by_members(s):
+        stmt = (
+            select(V.pk, V.content, _patient_column(s.resource_type))
+            .where(*_where(s, dialect), V.pk > after_pk)
+            .order_by(V.pk)
+            .limit(limit)
+        )
+        rows = [(pk, content, patient) for pk, content, patient in session.execute(stmt)]
+        return rows, rows[-1][0] if rows else None
     stmt = (
-        select(V.pk, V.content, _patient_column(s.resource_type))
-        .where(*_where(s, session.get_bind().dialect.name), V.pk > after_pk)
+        select(V.pk, V.content, _patients_column(s.resource_type, dialect))
+        .where(*_where(s, dialect, scoped=False), V.pk > after_pk)
         .order_by(V.pk)
         .limit(limit)
     )
-    return [(pk, content, patient) for pk, content, patient in session.execute(stmt)]
+    read = session.execute(stmt).all()
+    if not read:
+        return [], None
+    named = {pid for _, _, ids in read for pid in (ids or "").split()}
+    unknown = named - members.keys()
+    if unknown:
+        found = members_among(session, s.scope, sorted(unknown))
+        members.update((pid, pid in found) for pid in unknown)
+    rows = []
+    for pk, content, ids in read:
+        mine = sorted(pid for pid in (ids or "").split() if members[pid])
+        if mine:
+            rows.append((pk, content, mine[0]))
+    return rows, read[-1][0]
 
 
 @dataclass(frozen=True)
