@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     security.init_app(app, settings)  # after request ids: refusals carry one too
 
     from fhir_bridge.api import errors
+    from fhir_bridge.api.bulk_export import bulk_api
     from fhir_bridge.api.deliveries import deliveries_api
     from fhir_bridge.api.fhir_read import fhir_read
     from fhir_bridge.api.fhir_write import fhir_write
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.register_blueprint(metrics_api)
     app.register_blueprint(terminology)
     app.register_blueprint(operations)
+    app.register_blueprint(bulk_api)  # its static paths (Group, $export) before fhir_read's
     app.register_blueprint(fhir_write)  # before fhir_read: its POST/PUT routes win
     app.register_blueprint(fhir_read)
     app.register_blueprint(sessions_api)

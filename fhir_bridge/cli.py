@@ -16,6 +16,7 @@ import click
 from fhir_bridge.commands.clients import clients
 from fhir_bridge.commands.deliveries import deliveries, worker
 from fhir_bridge.commands.demo import demo_data
+from fhir_bridge.commands.export import export
 from fhir_bridge.commands.keys import keys
 from fhir_bridge.commands.partners import partners
 from fhir_bridge.commands.poll import poll
@@ -81,6 +82,7 @@ main.add_command(poll)
 main.add_command(users)
 main.add_command(demo_data)
 main.add_command(keys)
+main.add_command(export)
 
 
 @main.group()

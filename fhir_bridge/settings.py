@@ -122,6 +122,15 @@ class Settings:
     #: a progress report (DocumentReference) is filed after every this many visits of a
     #: referral (visits 10, 20, ...); 0: only the discharge summary when a referral completes
     report_every_visits: int = 10
+    # Bulk Data $export (run by the worker)
+    #: where export files are written (a folder per job); default instance/exports
+    export_dir: str = ""
+    #: a completed export's files (and status URL) are kept this long, then removed
+    export_expiry_seconds: int = 3600
+    #: a claimed export is the worker's for this long (renewed while it runs)
+    export_lease_seconds: float = 60.0
+    #: resources read per keyset page while exporting
+    export_page_size: int = 2000
     # the clinic console
     #: a console session unused this long ends (the user logs in again)
     console_idle_minutes: int = 30
@@ -137,6 +146,9 @@ class Settings:
             "delivery_lease_seconds",
             "delivery_batch_size",
             "delivery_timeout_seconds",
+            "export_expiry_seconds",
+            "export_lease_seconds",
+            "export_page_size",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -211,6 +223,11 @@ class Settings:
     def physician_server_list(self) -> list[str]:
         """The registered physician FHIR bases, without blanks."""
         return [b.strip().rstrip("/") for b in self.physician_servers.split(",") if b.strip()]
+
+    @property
+    def export_path(self) -> Path:
+        """The folder export files are written to."""
+        return Path(self.export_dir) if self.export_dir else DEFAULT_INSTANCE_DIR / "exports"
 
     @property
     def is_sqlite(self) -> bool:

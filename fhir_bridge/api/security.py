@@ -46,7 +46,7 @@ OPEN_ENDPOINTS = frozenset(
     }
 )
 #: endpoints audited whoever calls them (they show PHI to the clinic's own staff)
-AUDITED_ENDPOINTS = frozenset({"deliveries_api.delivery_payload"})
+AUDITED_ENDPOINTS = frozenset({"deliveries_api.delivery_payload", "bulk_export.export_file"})
 #: the clinic's own API: for the clinic's systems and admins only
 CLINIC_PREFIX = "/api/v1/"
 DEV_PRINCIPAL = Principal("dev-open-access", "admin", None, tuple(parse_scopes("system/*.cruds")))

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import click
 
 from fhir_bridge import tracing
+from fhir_bridge.commands.export import start_export_runner
 from fhir_bridge.settings import PREFIX, Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -166,6 +167,7 @@ def worker(
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, lambda *_: stop.set())
             click.echo(f"delivery worker {name} started", err=True)
+            start_export_runner(rt, stop)  # Bulk Data $export jobs, in a thread of their own
             runner.run_forever(stop)
     finally:
         tracing.shutdown()  # export the last spans (no-op when tracing is off)

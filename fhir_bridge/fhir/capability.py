@@ -96,8 +96,41 @@ _OPERATIONS: dict[str, tuple[dict[str, str], ...]] = {
             "name": "everything",
             "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
         },
+        {
+            "name": "export",
+            "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export",
+        },
     ),
 }
+
+BULK_DATA = "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"
+_EXPORT_DOC = (
+    "Bulk Data Access IG 2.0.0 (async: Prefer: respond-async; 202 and Content-Location, then "
+    "poll; DELETE cancels). _outputFormat (application/fhir+ndjson, application/ndjson, "
+    "ndjson), _since, _type, _typeFilter (this server's search parameters, no result "
+    "parameters); other parameters answer 400 unless Prefer: handling=lenient. Files are for "
+    "the client that asked only (requiresAccessToken), and expire. The system level is for "
+    "clinic administrators; every level exports only what the caller may read."
+)
+
+
+def _group_entry() -> dict[str, Any]:
+    """Group: one per payer (id = the payer Organization's), computed from its Coverages."""
+    return {
+        "type": "Group",
+        "documentation": (
+            "One Group per payer, id = the payer Organization's id, members = patients with a "
+            "Coverage naming that payer, with its period (inactive when not current); "
+            "readable by that payer (and the clinic)."
+        ),
+        "interaction": [{"code": "read"}],
+        "operation": [
+            {
+                "name": "export",
+                "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export",
+            }
+        ],
+    }
 
 
 _BUNDLE_DOC = (
@@ -200,6 +233,7 @@ def capability_statement(
         "kind": "instance",
         "software": {"name": "fhir-bridge", "version": software_version},
         "implementation": {"description": "fhir-bridge FHIR R4 endpoint", "url": base_url},
+        "instantiates": [BULK_DATA],
         "fhirVersion": FHIR_VERSION,
         "format": ["json", "application/fhir+json"],
         "rest": [
@@ -211,9 +245,17 @@ def capability_statement(
                     {"code": "transaction", "documentation": _BUNDLE_DOC},
                     {"code": "batch", "documentation": _BUNDLE_DOC},
                 ],
+                "operation": [
+                    {
+                        "name": "export",
+                        "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export",
+                        "documentation": _EXPORT_DOC,
+                    }
+                ],
                 "resource": sorted(
                     [_resource_entry(rt, extra.get(rt, ())) for rt in SEARCH_PARAMS]
-                    + _terminology_entries(),
+                    + _terminology_entries()
+                    + [_group_entry()],
                     key=lambda entry: entry["type"],
                 ),
             }

@@ -470,3 +470,61 @@ class StaffUser(Base):
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class ExportJob(Base):
+    """One Bulk Data ``$export`` request: who asked, what, and how far the worker has got.
+
+    The worker claims a queued (or abandoned) job with a lease like a delivery; its files are
+    ``export_file`` rows, written only when the job completes, so a manifest never lists a
+    partial file.
+    """
+
+    __tablename__ = "export_job"
+    __table_args__ = (Index(None, "status", "lease_until"), Index(None, "expires_at"))
+
+    pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    #: the id in the status URL (random, not guessable)
+    job_id: Mapped[str] = mapped_column(String(64), unique=True)
+    #: the client that kicked it off: the only one that may poll, cancel and download
+    client_id: Mapped[str] = mapped_column(String(128))
+    #: JSON: the caller's role, organization and granted scopes (its access at kick-off)
+    principal: Mapped[str] = mapped_column(Text)
+    #: the kick-off request URL, as the manifest's ``request``
+    request_url: Mapped[str] = mapped_column(String(4096))
+    #: JSON: level, group, types, since, type filters
+    params: Mapped[str] = mapped_column(Text)
+    #: queued | running | completed | failed | cancelled
+    status: Mapped[str] = mapped_column(String(16))
+    #: a short progress text for X-Progress
+    progress: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    #: the store's write sequence the export reads as of (fixed at the first claim)
+    snapshot: Mapped[int | None] = mapped_column(BigId, nullable=True)
+    transaction_time: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    #: a worker holds the job until then (renewed while it runs); after it another may take it
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: JSON OperationOutcome of a failed job
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    #: after it the status URL and files answer 404 and the worker removes them
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class ExportFile(Base):
+    """One NDJSON file of a completed export."""
+
+    __tablename__ = "export_file"
+    __table_args__ = (UniqueConstraint("job_pk", "name"),)
+
+    pk: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_pk: Mapped[int] = mapped_column(ForeignKey("export_job.pk", ondelete="CASCADE"))
+    #: output | error
+    kind: Mapped[str] = mapped_column(String(8))
+    resource_type: Mapped[str] = mapped_column(String(64))
+    #: file name in the job's folder (``Patient-1.ndjson``)
+    name: Mapped[str] = mapped_column(String(128))
+    count: Mapped[int] = mapped_column(Integer)
+    #: JSON list of the patient ids whose records the file holds (audited on download)
+    patients: Mapped[str] = mapped_column(Text)

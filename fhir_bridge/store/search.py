@@ -480,3 +480,13 @@ def _includes(
         if key not in seen:
             unique.setdefault(key, res)
     return list(unique.values())
+
+
+def as_of(resource_type: str, snapshot: int) -> ColumnElement[bool]:
+    """Rows of ``resource_type`` current (and not deleted) as of ``snapshot``."""
+    return _visible(resource_type, snapshot)
+
+
+def criteria_condition(query: SearchQuery) -> ColumnElement[bool]:
+    """The search criteria of ``query`` (no scope, no paging) as one condition on rows."""
+    return and_(true(), *_conditions(query))

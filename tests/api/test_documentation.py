@@ -214,5 +214,9 @@ def test_the_capability_statement_lists_patient_everything(client):
         {
             "name": "everything",
             "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
-        }
+        },
+        {
+            "name": "export",
+            "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export",
+        },
     ]

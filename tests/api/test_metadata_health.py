@@ -14,7 +14,8 @@ def test_capability_statement_lists_exactly_what_is_implemented(client):
     assert body["fhirVersion"] == "4.0.1"
     assert body["kind"] == "instance"
     resources = {r["type"]: r for r in body["rest"][0]["resource"]}
-    assert set(resources) == set(SEARCH_PARAMS) | {"CodeSystem", "ConceptMap"}
+    assert set(resources) == set(SEARCH_PARAMS) | {"CodeSystem", "ConceptMap", "Group"}
+    assert {i["code"] for i in resources["Group"]["interaction"]} == {"read"}  # payers' Groups
     assert resources["ConceptMap"]["operation"][0]["name"] == "translate"
     assert {i["code"] for i in resources["CodeSystem"]["interaction"]} == {"read", "search-type"}
     obs = resources["Observation"]

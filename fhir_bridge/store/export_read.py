@@ -1,0 +1,217 @@
+"""What an export reads: one type's visible rows in keyset pages (pk order), and payer Groups.
+
+Every page applies the same condition as every other read path (``member_scope.visible``),
+the snapshot the export reads as of, ``_since``, the ``_typeFilter`` criteria and, for a
+Group export, membership of the Group. Pages are cut on the version pk, never by offset, so
+memory does not grow with the export.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    and_,
+    bindparam,
+    exists,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    true,
+)
+from sqlalchemy.orm import Session, aliased
+
+from fhir_bridge.fhir import jsonio
+from fhir_bridge.fhir.search_query import SearchQuery
+from fhir_bridge.store.member_scope import (
+    COMPARTMENT_TYPES,
+    MemberScope,
+    member_shortcut,
+    members_among,
+    visible,
+)
+from fhir_bridge.store.models import ResourceVersion, SearchReference, SearchToken
+from fhir_bridge.store.search import as_of, criteria_condition
+
+V = ResourceVersion
+
+# patients with a current, active Coverage naming :group_org as payor (any period)
+_GROUP_MEMBERS = """SELECT gm_pat.target_id FROM search_reference gm_pat
+ JOIN resource_version gm_cov ON gm_cov.pk = gm_pat.version_pk
+ JOIN search_reference gm_payor ON gm_payor.version_pk = gm_cov.pk
+ JOIN search_token gm_status ON gm_status.version_pk = gm_cov.pk
+ WHERE gm_pat.resource_type = 'Coverage' AND gm_pat.param = 'patient'
+ AND gm_pat.target_type = 'Patient'
+ AND gm_cov.superseded_by IS NULL AND gm_cov.deleted = false
+ AND gm_payor.param = 'payor' AND gm_payor.target_type = 'Organization'
+ AND gm_payor.target_id = :group_org
+ AND gm_status.param = 'status' AND gm_status.code = 'active'"""
+
+
+def _group_condition(resource_type: str, group_org: str) -> ColumnElement[bool]:
+    members = text(_GROUP_MEMBERS).bindparams(bindparam("group_org", group_org, type_=String))
+    if resource_type == "Patient":
+        return V.resource_id.in_(members.columns(target_id=String))  # type: ignore[arg-type]
+    r = aliased(SearchReference)
+    return exists(
+        select(r.pk).where(
+            r.version_pk == V.pk,
+            r.param == "patient",
+            r.target_type == "Patient",
+            r.target_id.in_(members.columns(target_id=String)),  # type: ignore[arg-type]
+        )
+    )
+
+
+@dataclass(frozen=True)
+class ExportSlice:
+    """What one type's export reads: scope, snapshot and the request's narrowing."""
+
+    resource_type: str
+    scope: MemberScope
+    snapshot: int
+    since: datetime | None = None
+    #: parsed ``_typeFilter`` queries (OR-ed); empty: no filter
+    filters: tuple[SearchQuery, ...] = ()
+    #: the payer Organization id of a Group export
+    group_org: str | None = None
+
+
+def _where(s: ExportSlice, dialect: str, *, scoped: bool = True) -> list[Any]:
+    condition: Any = visible(s.scope, s.resource_type) if scoped else true()
+    if scoped and dialect == "postgresql" and not s.scope.unrestricted:
+        # the same condition as a per-row subplan: PostgreSQL would otherwise turn its EXISTS
+        # into a join over every member's records, sorted for each page (seconds per page)
+        condition = select(literal(True)).where(condition).scalar_subquery().is_(True)
+    where: list[Any] = [as_of(s.resource_type, s.snapshot), condition]
+    if s.since is not None:
+        where.append(V.last_updated > s.since)
+    if s.filters:
+        where.append(or_(false(), *(criteria_condition(q) for q in s.filters)))
+    # the payer's own Group: its member scope (covered today) already implies membership
+    own_group = s.scope.kind == "payer" and s.scope.organization_id == s.group_org
+    if s.group_org is not None and not own_group:
+        where.append(_group_condition(s.resource_type, s.group_org))
+    return where
+
+
+def _patient_column(resource_type: str) -> Any:
+    if resource_type == "Patient":
+        return V.resource_id
+    r = aliased(SearchReference)
+    return (
+        select(func.min(r.target_id))
+        .where(r.version_pk == V.pk, r.param == "patient", r.target_type == "Patient")
+        .scalar_subquery()
+    )
+
+
+def _by_members(s: ExportSlice) -> bool:
+    """Is the membership of a row's patients all ``visible`` asks of it? For a payer, on
+    Patient and its compartment but Task and Coverage (``member_shortcut``, as a search naming
+    member patients uses it): then membership is checked once per patient, not per row."""
+    return (
+        s.scope.kind == "payer"
+        and member_shortcut(s.scope, s.resource_type)
+        and (s.resource_type == "Patient" or s.resource_type in COMPARTMENT_TYPES)
+    )
+
+
+def _patients_column(resource_type: str, dialect: str) -> Any:
+    """Every patient a row's ``patient`` references name, space-separated (ids hold none)."""
+    if resource_type == "Patient":
+        return V.resource_id
+    r = aliased(SearchReference)
+    joined = (
+        func.string_agg(r.target_id, " ")
+        if dialect == "postgresql"
+        else func.group_concat(r.target_id, " ")
+    )
+    return (
+        select(joined)
+        .where(r.version_pk == V.pk, r.param == "patient", r.target_type == "Patient")
+        .scalar_subquery()
+    )
+
+
+def export_page(
+    session: Session, s: ExportSlice, after_pk: int, limit: int, members: dict[str, bool]
+) -> tuple[list[tuple[int, bytes, str | None]], int | None]:
+    """The visible rows among the next ``limit`` after ``after_pk`` (pk, JSON bytes, patient
+    id), and the last pk read (None: nothing left). ``members`` caches, for one export,
+    which patients the caller may see."""
+    dialect = session.get_bind().dialect.name
+    if not _by_members(s):
+        stmt = (
+            select(V.pk, V.content, _patient_column(s.resource_type))
+            .where(*_where(s, dialect), V.pk > after_pk)
+            .order_by(V.pk)
+            .limit(limit)
+        )
+        rows = [(pk, content, patient) for pk, content, patient in session.execute(stmt)]
+        return rows, rows[-1][0] if rows else None
+    stmt = (
+        select(V.pk, V.content, _patients_column(s.resource_type, dialect))
+        .where(*_where(s, dialect, scoped=False), V.pk > after_pk)
+        .order_by(V.pk)
+        .limit(limit)
+    )
+    read = session.execute(stmt).all()
+    if not read:
+        return [], None
+    named = {pid for _, _, ids in read for pid in (ids or "").split()}
+    unknown = named - members.keys()
+    if unknown:
+        found = members_among(session, s.scope, sorted(unknown))
+        members.update((pid, pid in found) for pid in unknown)
+    rows = []
+    for pk, content, ids in read:
+        mine = sorted(pid for pid in (ids or "").split() if members[pid])
+        if mine:
+            rows.append((pk, content, mine[0]))
+    return rows, read[-1][0]
+
+
+@dataclass(frozen=True)
+class GroupMember:
+    """One member of a payer's Group: a patient and one of its Coverages with that payer."""
+
+    patient_id: str
+    coverage_id: str
+    status: str
+    #: the Coverage's ``period`` as written (None: open)
+    period: dict[str, Any] | None
+
+
+def group_members(session: Session, payer_org: str) -> list[GroupMember]:
+    """Every current Coverage naming ``payer_org`` as payor, with its patient and period."""
+    pat, payor, status = aliased(SearchReference), aliased(SearchReference), aliased(SearchToken)
+    rows = session.execute(
+        select(pat.target_id, V.resource_id, status.code, V.content)
+        .join(pat, and_(pat.version_pk == V.pk, pat.param == "patient"))
+        .join(payor, and_(payor.version_pk == V.pk, payor.param == "payor"))
+        .join(status, and_(status.version_pk == V.pk, status.param == "status"), isouter=True)
+        .where(
+            V.resource_type == "Coverage",
+            V.superseded_by.is_(None),
+            V.deleted.is_(False),
+            pat.target_type == "Patient",
+            payor.target_type == "Organization",
+            payor.target_id == payer_org,
+        )
+        .order_by(pat.target_id, V.resource_id)
+    ).all()
+    out = []
+    for pid, cid, code, content in rows:
+        if pid:
+            period = jsonio.loads(content).get("period")
+            period = period if isinstance(period, dict) else None
+            out.append(GroupMember(pid, cid, code or "unknown", period))
+    return out
