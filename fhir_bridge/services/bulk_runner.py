@@ -36,7 +36,7 @@ from fhir_bridge.services.bulk_export import expiry, job_dir, principal_from_jso
 from fhir_bridge.services.runtime import Runtime
 from fhir_bridge.store import export_jobs as jobs
 from fhir_bridge.store.db import make_engine, read_session, session_factory, write_session
-from fhir_bridge.store.export_read import ExportSlice, export_page
+from fhir_bridge.store.export_read import ExportMembers, ExportSlice, export_page
 from fhir_bridge.store.snapshot import current_sequence
 
 log = logging.getLogger(__name__)
@@ -200,7 +200,7 @@ class ExportRunner:
         scope = read_scope(principal)
         files: list[jobs.NewFile] = []
         refused: list[str] = []
-        members: dict[str, bool] = {}  # patients the caller may see, checked once each
+        members = ExportMembers()  # a payer's member patients, read once per export
         types = request.export_types()
         for n, rtype in enumerate(types):
             if not scope.reads(rtype):
@@ -235,7 +235,7 @@ class ExportRunner:
         folder: Path,
         piece: ExportSlice,
         label: str,
-        members: dict[str, bool],
+        members: ExportMembers,
     ) -> jobs.NewFile | None:
         name = f"{piece.resource_type}-{claim.attempt}.ndjson"
         part = folder / f"{name}.part"

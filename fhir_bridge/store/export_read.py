@@ -13,9 +13,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     ColumnElement,
     String,
     and_,
+    any_,
     bindparam,
     exists,
     false,
@@ -34,7 +36,7 @@ from fhir_bridge.store.member_scope import (
     COMPARTMENT_TYPES,
     MemberScope,
     member_shortcut,
-    members_among,
+    payer_members,
     visible,
 )
 from fhir_bridge.store.models import ResourceVersion, SearchReference, SearchToken
@@ -124,29 +126,81 @@ def _by_members(s: ExportSlice) -> bool:
     )
 
 
-def _patients_column(resource_type: str, dialect: str) -> Any:
-    """Every patient a row's ``patient`` references name, space-separated (ids hold none)."""
-    if resource_type == "Patient":
-        return V.resource_id
-    r = aliased(SearchReference)
-    joined = (
-        func.string_agg(r.target_id, " ")
-        if dialect == "postgresql"
-        else func.group_concat(r.target_id, " ")
+class ExportMembers:
+    """The payer's member patients for one export, read once (at the first page that needs
+    them) with the store's member condition: a few thousand ids, not one per row read."""
+
+    def __init__(self) -> None:
+        self._ids: list[str] | None = None
+
+    def ids(self, session: Session, scope: MemberScope) -> list[str]:
+        """The member ids, sorted (read on the first call)."""
+        if self._ids is None:
+            self._ids = payer_members(session, scope)
+        return self._ids
+
+
+def _among(column: Any, ids: list[str], dialect: str) -> ColumnElement[bool]:
+    """``column`` is one of ``ids``: one bound parameter whatever their number (a PostgreSQL
+    array, hashed by the server; on SQLite a JSON list read once per statement)."""
+    if dialect == "postgresql":
+        return column == any_(bindparam("member_ids", ids, type_=ARRAY(String)))
+    listed = text("SELECT value FROM json_each(:member_ids)").bindparams(
+        bindparam("member_ids", jsonio.dumps(ids).decode(), type_=String)
     )
+    return column.in_(listed.columns(value=String))  # type: ignore[no-any-return]
+
+
+def _member_page(
+    session: Session, s: ExportSlice, after_pk: int, limit: int, ids: list[str]
+) -> Any:
+    """The statement of one ``_by_members`` page: rows naming a member patient (with the
+    least of them, in code point order), so only those rows' contents are read."""
+    dialect = session.get_bind().dialect.name
+    if s.resource_type == "Patient":
+        condition: Any = _among(V.resource_id, ids, dialect)
+        patient: Any = V.resource_id
+    else:
+        r, r2 = aliased(SearchReference), aliased(SearchReference)
+        condition = exists(
+            select(r.pk)
+            .where(
+                r.version_pk == V.pk,
+                r.param == "patient",
+                r.target_type == "Patient",
+                _among(r.target_id, ids, dialect),
+            )
+            .correlate(V)  # the outer row, also from inside the per-row wrapper below
+        )
+        if dialect == "postgresql":
+            # a per-row probe: as a semi-join PostgreSQL scans the index from the first pk
+            # (or hashes every remaining row) on every page
+            condition = select(literal(True)).where(condition).scalar_subquery().is_(True)
+        target = r2.target_id.collate("C") if dialect == "postgresql" else r2.target_id
+        patient = (
+            select(func.min(target))
+            .where(
+                r2.version_pk == V.pk,
+                r2.param == "patient",
+                r2.target_type == "Patient",
+                _among(r2.target_id, ids, dialect),
+            )
+            .scalar_subquery()
+        )
     return (
-        select(joined)
-        .where(r.version_pk == V.pk, r.param == "patient", r.target_type == "Patient")
-        .scalar_subquery()
+        select(V.pk, V.content, patient)
+        .where(*_where(s, dialect, scoped=False), condition, V.pk > after_pk)
+        .order_by(V.pk)
+        .limit(limit)
     )
 
 
 def export_page(
-    session: Session, s: ExportSlice, after_pk: int, limit: int, members: dict[str, bool]
+    session: Session, s: ExportSlice, after_pk: int, limit: int, members: ExportMembers
 ) -> tuple[list[tuple[int, bytes, str | None]], int | None]:
-    """The visible rows among the next ``limit`` after ``after_pk`` (pk, JSON bytes, patient
-    id), and the last pk read (None: nothing left). ``members`` caches, for one export,
-    which patients the caller may see."""
+    """The next visible rows after ``after_pk`` (at most ``limit``: pk, JSON bytes, patient
+    id), and the last pk read (None: nothing left). ``members`` holds, for one export, the
+    patients a payer may see."""
     dialect = session.get_bind().dialect.name
     if not _by_members(s):
         stmt = (
@@ -155,28 +209,13 @@ def export_page(
             .order_by(V.pk)
             .limit(limit)
         )
-        rows = [(pk, content, patient) for pk, content, patient in session.execute(stmt)]
-        return rows, rows[-1][0] if rows else None
-    stmt = (
-        select(V.pk, V.content, _patients_column(s.resource_type, dialect))
-        .where(*_where(s, dialect, scoped=False), V.pk > after_pk)
-        .order_by(V.pk)
-        .limit(limit)
-    )
-    read = session.execute(stmt).all()
-    if not read:
-        return [], None
-    named = {pid for _, _, ids in read for pid in (ids or "").split()}
-    unknown = named - members.keys()
-    if unknown:
-        found = members_among(session, s.scope, sorted(unknown))
-        members.update((pid, pid in found) for pid in unknown)
-    rows = []
-    for pk, content, ids in read:
-        mine = sorted(pid for pid in (ids or "").split() if members[pid])
-        if mine:
-            rows.append((pk, content, mine[0]))
-    return rows, read[-1][0]
+    else:
+        ids = members.ids(session, s.scope)
+        if not ids:
+            return [], None
+        stmt = _member_page(session, s, after_pk, limit, ids)
+    rows = [(pk, content, patient) for pk, content, patient in session.execute(stmt)]
+    return rows, rows[-1][0] if rows else None
 
 
 @dataclass(frozen=True)

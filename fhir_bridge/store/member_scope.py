@@ -274,6 +274,26 @@ def members_among(session: Session, scope: MemberScope, patient_ids: Iterable[st
     return found
 
 
+# Every patient named by a Coverage who is :scope_org's member (the payer condition, set-wise)
+_PAYER_MEMBERS = f"""SELECT DISTINCT ms_cand.target_id FROM search_reference ms_cand
+ WHERE ms_cand.resource_type = 'Coverage' AND ms_cand.param = 'patient'
+ AND ms_cand.target_type = 'Patient' AND ms_cand.target_id IS NOT NULL
+ AND {_PAYER_MEMBER.format(patient="ms_cand.target_id")}"""
+
+
+def payer_members(session: Session, scope: MemberScope) -> list[str]:
+    """Every patient the payer ``scope`` may see, sorted: one query, the same condition as
+    ``visible`` and ``members_among`` (a member is always named by one of its Coverages)."""
+    if scope.kind != "payer":
+        raise ValueError("payer_members is for a payer's scope")
+    params = [
+        bindparam("scope_org", scope.organization_id or "", type_=String),
+        bindparam("scope_low", scope.period_low or datetime.min, type_=DateTime),
+        bindparam("scope_high", scope.period_high or datetime.max, type_=DateTime),
+    ]
+    return sorted(session.scalars(text(_PAYER_MEMBERS).bindparams(*params)))
+
+
 def patients_of(session: Session, resources: Iterable[tuple[str, str, int]]) -> set[str]:
     """The patients whose compartments ``(type, id, version pk)`` resources belong to."""
     found: set[str] = set()
