@@ -118,7 +118,8 @@ def _patient_column(resource_type: str) -> Any:
 def _by_members(s: ExportSlice) -> bool:
     """Is the membership of a row's patients all ``visible`` asks of it? For a payer, on
     Patient and its compartment but Task and Coverage (``member_shortcut``, as a search naming
-    member patients uses it): then membership is checked once per patient, not per row."""
+    member patients uses it): then the page keeps rows naming one of the payer's members,
+    read once per export (``ExportMembers``), instead of the per-row condition."""
     return (
         s.scope.kind == "payer"
         and member_shortcut(s.scope, s.resource_type)
