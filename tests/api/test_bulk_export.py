@@ -393,3 +393,14 @@ def test_a_killed_worker_s_export_is_redone_with_no_partial_file_listed(loaded, 
     assert len(ids) == len(set(ids)) == len(dataset())
     assert not any(folder.glob("*/*.part"))
     assert all(not e["url"].endswith(".part") for e in manifest["output"])
+
+
+def test_a_payer_without_members_exports_no_patients_records(loaded, runtime):
+    client = loaded.test_client()
+    headers = bearer(loaded, role="payer", organization="Organization/payer-z", scope="system/*.rs")
+    manifest = finish(
+        runtime, client, kick(client, "/fhir/Group/payer-z/$export", headers), headers
+    )
+    files = exported(client, manifest, headers)
+    assert set(files) <= {"Organization", "Practitioner", "PractitionerRole"}
+    assert all(entry["count"] > 0 for entry in manifest["output"])
