@@ -46,8 +46,9 @@ from sqlalchemy.orm import Session
 from fhir_bridge.exchange import backoff
 from fhir_bridge.exchange.auth import PartnerAuth, partner_auth
 from fhir_bridge.exchange.partner_health import PartnerHealth
-from fhir_bridge.exchange.sender import SendResult, send_bundle
+from fhir_bridge.exchange.sender import SendResult, send_parts
 from fhir_bridge.fhir import jsonio
+from fhir_bridge.mapping.delivery_split import shape_payload
 from fhir_bridge.store import delivery_queue as queue
 from fhir_bridge.store.db import read_session, write_session
 from fhir_bridge.store.delivery_attempts import Attempt, log_attempts
@@ -408,15 +409,24 @@ class Worker:
         return out
 
     def _send(self, partner: PartnerRow, payload: bytes, *, delivery: int) -> SendResult:
-        """POST one payload with the partner's auth (logged with the partner and delivery)."""
+        """POST one payload, in the partner's shape (one or more ordered Bundles, transaction
+        or batch), with the partner's auth (logged with the partner and delivery)."""
         try:
             auth = self._auth_for(partner)
         except Exception as exc:
             # AuthConfigError, SecretUnavailable: the partner's auth settings are unusable
             return SendResult("retry", error=f"partner auth not usable ({type(exc).__name__})")
-        return send_bundle(
+        try:
+            parts = shape_payload(
+                payload, max_entries=partner.max_bundle_entries, bundle_type=partner.bundle_type
+            )
+        except ValueError as exc:  # SplitError, JsonError: the stored Bundle cannot be cut
+            error = f"payload could not be shaped for the partner ({type(exc).__name__})"
+            return SendResult("dead", error=error)
+        return send_parts(
             partner.base_url,
-            payload,
+            parts,
+            bundle_type=partner.bundle_type,
             auth=auth,
             session=self.http,
             timeout=self.timeout,

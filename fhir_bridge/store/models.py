@@ -322,6 +322,13 @@ class Partner(Base):
     #: token URL, algorithm, scopes; never the secret itself
     auth: Mapped[str] = mapped_column(Text)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: the most entries the partner takes in one Bundle (None: any number); a larger delivery
+    #: is sent as several ordered Bundles (``mapping.delivery_split``)
+    max_bundle_entries: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: transaction | batch
+    bundle_type: Mapped[str] = mapped_column(
+        String(16), default="transaction", server_default="transaction"
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
 
