@@ -260,8 +260,8 @@ def payloads(runtime: Runtime) -> list[bytes]:
 
 def _worker_main(url: str, name: str, go: Any, stop: Any) -> None:
     """One worker process: the CLI worker's loop with the benchmark's settings."""
-    from fhir_bridge.exchange.worker import Worker
     from fhir_bridge.logs import configure_logging
+    from fhir_bridge.outbox.worker import Worker
 
     log = os.open(WORKER_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 2)

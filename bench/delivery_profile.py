@@ -29,7 +29,7 @@ from bench.deliveries import (
     utcnow,
 )
 from bench.peer import loopback_peer
-from fhir_bridge.exchange.worker import Worker
+from fhir_bridge.outbox.worker import Worker
 from fhir_bridge.services.runtime import build_runtime
 from fhir_bridge.store.db import read_session, write_session
 from fhir_bridge.store.models import Partner

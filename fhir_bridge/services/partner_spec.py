@@ -248,7 +248,7 @@ def _usable(check: _Checker, auth_kind: str, auth: dict[str, Any]) -> None:
 def _routing_notes(
     check: _Checker, kind: str, identifiers: list[dict[str, str]], payer_system: str | None
 ) -> None:
-    """Warn when routing (``services.routing``) could never pick this partner."""
+    """Warn when routing (``outbox.routing``) could never pick this partner."""
     if kind == "physician" and not any(i["system"] == NPI_SYSTEM for i in identifiers):
         check.warnings.append(
             f"no {NPI_SYSTEM} identifier: physicians receive events for referrals they "

@@ -1,6 +1,6 @@
 """Delivery rows as plain values: enqueueing an outbox event for a partner, and reading rows.
 
-The worker's claim/lease/record functions live in ``store.delivery_queue``; this module only
+The worker's claim/lease/record functions live in ``outbox.queue``; this module only
 creates rows (idempotently: the unique ``(partner_pk, outbox_pk)`` constraint decides) and
 reads them back as ``DeliveryRow``, the one read view of a delivery (routing, payload building,
 the operator's API and CLI all use it). The payload (the Bundle: PHI) is not part of it:

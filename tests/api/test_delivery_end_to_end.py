@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from fhir_bridge.exchange.worker import Worker
+from fhir_bridge.outbox.worker import Worker
 from fhir_bridge.store.db import write_session
 from fhir_bridge.store.partners import PartnerStore
 from tests.api.test_referrals import act, on_file, post, post_session, referral, session  # noqa: F401

@@ -1,6 +1,6 @@
 """The delivery worker against a real HTTP partner (tests/support/fhir_peer.py), both databases.
 
-Fakes, and why: ``services.routing.route_pending`` and ``services.delivery_payload`` are being
+Fakes, and why: ``outbox.routing.route_pending`` and ``outbox.payload`` are being
 written in parallel, so these tests insert delivery rows themselves (``route`` is a no-op) and
 build a minimal transaction Bundle naming the delivery (``_build``). Everything else is real:
 the queue, the sender, partner auth ``none``, the HTTP server, the database.
@@ -23,9 +23,9 @@ import pytest
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from fhir_bridge.exchange.worker import Worker
+from fhir_bridge.outbox import queue
+from fhir_bridge.outbox.worker import Worker
 from fhir_bridge.services.runtime import Runtime
-from fhir_bridge.store import delivery_queue as queue
 from fhir_bridge.store.db import read_session, write_session
 from fhir_bridge.store.models import Delivery, OutboxEvent
 from fhir_bridge.store.partners import PartnerStore

@@ -20,8 +20,8 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from fhir_bridge.exchange.worker import Worker
 from fhir_bridge.mapping.delivery_bundle import ClinicSystems
+from fhir_bridge.outbox.worker import Worker
 from fhir_bridge.services.runtime import Runtime
 from fhir_bridge.store.db import read_session, write_session
 from fhir_bridge.store.models import Delivery

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from fhir_bridge.exchange.worker import Worker
+from fhir_bridge.outbox.worker import Worker
 from fhir_bridge.settings import Settings, SettingsError
 
 

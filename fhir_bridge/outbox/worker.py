@@ -2,7 +2,7 @@
 
 One cycle (``run_once``): ``route_pending`` turns new outbox events into delivery rows; a claim
 leases up to ``batch`` due rows (fair over partners, oldest-first per patient: see
-``store.delivery_queue``); each row's Bundle is built once and stored before it is first sent
+``outbox.queue``); each row's Bundle is built once and stored before it is first sent
 (retries resend those bytes), POSTed with the partner's auth, and the result recorded. The
 database work is per batch: one claim, one read of the rows, one read transaction building the
 missing Bundles and one write storing them, one write recording every result.
@@ -49,7 +49,7 @@ from fhir_bridge.exchange.partner_health import PartnerHealth
 from fhir_bridge.exchange.sender import SendResult, send_parts
 from fhir_bridge.fhir import jsonio
 from fhir_bridge.mapping.delivery_split import shape_payload
-from fhir_bridge.store import delivery_queue as queue
+from fhir_bridge.outbox import queue
 from fhir_bridge.store.db import read_session, write_session
 from fhir_bridge.store.delivery_attempts import Attempt, log_attempts
 from fhir_bridge.store.partners import PartnerRow, PartnerStore
@@ -76,17 +76,17 @@ MAX_RETRY_AFTER = 24 * 3600.0
 
 
 def default_router(runtime: Runtime) -> int:
-    """``services.routing.route_pending`` (imported on first use)."""
-    from fhir_bridge.services.routing import route_pending
+    """``outbox.routing.route_pending`` (imported on first use)."""
+    from fhir_bridge.outbox.routing import route_pending
 
     return route_pending(runtime, limit=500)
 
 
 def default_builder(clinic_system_base: str) -> PayloadBuilder:
-    """``services.delivery_payload.build_payload`` for the claimed row's outbox event."""
+    """``outbox.payload.build_payload`` for the claimed row's outbox event."""
 
     def build(session: Session, job: queue.Job) -> dict[str, Any]:
-        from fhir_bridge.services.delivery_payload import build_payload
+        from fhir_bridge.outbox.payload import build_payload
 
         return build_payload(session, job, clinic_system_base=clinic_system_base)
 
@@ -98,10 +98,10 @@ BatchBuilder = Callable[[Session, Sequence[int]], Mapping[int, "dict[str, Any] |
 
 
 def default_batch_builder(clinic_system_base: str) -> BatchBuilder:
-    """``services.delivery_payload.build_payloads``: a batch's Bundles from a few reads."""
+    """``outbox.payload.build_payloads``: a batch's Bundles from a few reads."""
 
     def build_many(session: Session, outbox_pks: Sequence[int]) -> Mapping[int, Any]:
-        from fhir_bridge.services.delivery_payload import build_payloads
+        from fhir_bridge.outbox.payload import build_payloads
 
         return build_payloads(session, outbox_pks, clinic_system_base=clinic_system_base)
 

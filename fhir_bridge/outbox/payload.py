@@ -29,7 +29,7 @@ class PayloadSourceGone(LookupError):
 
 
 class AboutAnEvent(Protocol):
-    """A delivery as the worker (``delivery_queue.Job``) or the log (``DeliveryRow``) sees it."""
+    """A delivery as the worker (``queue.Job``) or the log (``DeliveryRow``) sees it."""
 
     @property
     def outbox_pk(self) -> int:
