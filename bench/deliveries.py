@@ -261,14 +261,16 @@ def payloads(runtime: Runtime) -> list[bytes]:
 def _worker_main(url: str, name: str, go: Any, stop: Any) -> None:
     """One worker process: the CLI worker's loop with the benchmark's settings."""
     from fhir_bridge.logs import configure_logging
-    from fhir_bridge.outbox.worker import Worker
+    from fhir_bridge.outbox.pipeline import make_worker
+    from fhir_bridge.outbox.worker import WorkerConfig
 
     log = os.open(WORKER_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 2)
     settings = bench_settings(url)
     configure_logging(settings.log_level, json=settings.log_json)
     runtime = build_runtime(settings)
-    worker = Worker.from_settings(runtime, worker_id=name, clock=utcnow, sleep=stop.wait)
+    config = WorkerConfig.from_settings(settings, worker_id=name)
+    worker = make_worker(runtime, config, clock=utcnow, sleep=stop.wait)
     go.wait()
     try:
         worker.run_forever(stop)

@@ -139,7 +139,8 @@ def worker(
     The delivery options override their FHIR_BRIDGE_* settings (shown with each option).
     """
     from fhir_bridge.logs import configure_logging
-    from fhir_bridge.outbox.worker import Worker, default_router
+    from fhir_bridge.outbox.pipeline import default_router, make_worker
+    from fhir_bridge.outbox.worker import WorkerConfig
 
     rt = _runtime()
     settings = _worker_settings(rt, overrides, alert_webhook)
@@ -152,9 +153,8 @@ def worker(
         if poll_every is not None:
             route = _polling_router(rt, poll_every)
         with single_worker(settings.database_url):
-            runner = Worker.from_settings(
-                rt, settings, worker_id=name, clock=_utcnow, sleep=stop.wait, route=route
-            )
+            config = WorkerConfig.from_settings(settings, worker_id=name)
+            runner = make_worker(rt, config, clock=_utcnow, sleep=stop.wait, route=route)
             if once:
                 click.echo(f"{runner.run_once()} deliveries attempted")
                 return
@@ -170,7 +170,7 @@ def _polling_router(rt: Runtime, every: float) -> Callable[[Runtime], int]:
     """The worker's router, preceded at most every ``every`` seconds by a referral poll cycle
     (the worker calls its router at the start of every cycle)."""
     from fhir_bridge.commands.poll import make_poller
-    from fhir_bridge.outbox.worker import default_router
+    from fhir_bridge.outbox.pipeline import default_router
     from fhir_bridge.services.referral_poll import PollSchedule
 
     poller = make_poller(rt, page_size=50)

@@ -75,8 +75,8 @@ def build_payloads(
             out[pk] = PayloadSourceGone(f"outbox event {pk} is gone")
         elif event.event_type == "session.documented":
             visits[pk] = event
-        elif event.event_type.startswith("referral."):
-            out[pk] = _attempt(lambda e=event: _referral_payload(store, e, clinic_system_base))
+        elif (builder := builder_for(event.event_type)) is not None:
+            out[pk] = _attempt(lambda e=event, b=builder: b(store, e, clinic_system_base))
         else:
             out[pk] = ValueError(f"no payload for event type {event.event_type!r}")
     out.update(_visit_payloads(store, visits, clinic_system_base))
@@ -219,6 +219,26 @@ def _referral_payload(
     return referral_bundle(
         task=task, linked=_linked(store, [task]), clinic_system_base=clinic_system_base
     )
+
+
+#: (store, event, clinic system base) -> the Bundle of one event
+EventBuilder = Callable[[ResourceStore, OutboxEvent, str], dict[str, Any]]
+#: the Bundle builder of each event type built one event at a time, by exact type or by a
+#: prefix ending in "." (``session.documented`` visits are read together by
+#: ``_visit_payloads``); a new event type is one more row here (and its routing rule)
+EVENT_BUILDERS: dict[str, EventBuilder] = {
+    "referral.": _referral_payload,
+}
+
+
+def builder_for(event_type: str) -> EventBuilder | None:
+    """The builder of ``event_type``'s Bundle: its exact row, else its prefix's."""
+    if event_type in EVENT_BUILDERS:
+        return EVENT_BUILDERS[event_type]
+    for prefix, builder in EVENT_BUILDERS.items():
+        if prefix.endswith(".") and event_type.startswith(prefix):
+            return builder
+    return None
 
 
 def _key(reference: str) -> tuple[str, str]:

@@ -43,9 +43,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, aliased
 
-from fhir_bridge.store.models import Delivery, Partner
+from fhir_bridge.store.models import Delivery, DeliveryStatus, Partner
 
-PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
+PENDING, DELIVERED, DEAD = DeliveryStatus.PENDING, DeliveryStatus.DELIVERED, DeliveryStatus.DEAD
 DEFAULT_PER_PARTNER = 5
 
 

@@ -17,10 +17,10 @@ from sqlalchemy import Select, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from fhir_bridge.store.models import Delivery, Partner
+from fhir_bridge.store.models import Delivery, DeliveryStatus, Partner
 from fhir_bridge.store.outbox import Event
 
-PENDING = "pending"
+PENDING = DeliveryStatus.PENDING
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ sequence. Index rows belong to a version and are never updated, so a search can 
 from __future__ import annotations
 
 from datetime import date, datetime
+from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
@@ -333,6 +334,17 @@ class Partner(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime)
 
 
+class DeliveryStatus(StrEnum):
+    """Where a delivery stands (stored as its value; equal to the plain string)."""
+
+    #: waiting for its first or next attempt (or leased by a worker right now)
+    PENDING = "pending"
+    #: the partner accepted it (every part, when it was split)
+    DELIVERED = "delivered"
+    #: a dead letter: refused, or given up; only an operator's retry sends it again
+    DEAD = "dead"
+
+
 class Delivery(Base):
     """One outbox event on its way to one partner: the unit the worker sends, retries and logs."""
 
@@ -351,7 +363,7 @@ class Delivery(Base):
     outbox_pk: Mapped[int] = mapped_column(ForeignKey("outbox_event.pk"))
     event_type: Mapped[str] = mapped_column(String(64))
     patient_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    #: pending | delivered | dead
+    #: a DeliveryStatus value: pending | delivered | dead
     status: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime)
