@@ -56,7 +56,7 @@ from fhir_bridge.services.runtime import Runtime, build_runtime
 from fhir_bridge.settings import Settings
 from fhir_bridge.store.db import make_engine, write_session
 from fhir_bridge.store.migrate import upgrade
-from fhir_bridge.store.models import Delivery, OutboxCursor, OutboxEvent
+from fhir_bridge.store.models import Delivery, DeliveryAttempt, OutboxCursor, OutboxEvent
 from fhir_bridge.store.partners import PartnerStore
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -181,6 +181,7 @@ def enqueue(runtime: Runtime, partner_pk: int, events: list[int], count: int) ->
     ``events`` while they last, then for copies of those events (new outbox rows)."""
     now = utcnow()
     with write_session(runtime.sessions) as session:
+        session.execute(delete(DeliveryAttempt))  # the history refers to its delivery
         session.execute(delete(Delivery))
         chosen = events[:count]
         if count > len(events):
