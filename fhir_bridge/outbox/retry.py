@@ -17,13 +17,17 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from fhir_bridge.exchange import backoff
-
+#: the bridge's policy: first retry within 10 s, at most an hour apart, give up after 72 h
+DEFAULT_BASE = 10.0
+DEFAULT_CAP = 3600.0
+DEFAULT_MAX_AGE = timedelta(hours=72)
 #: a Retry-After beyond this is read as this (a partner cannot park a row for weeks)
 MAX_RETRY_AFTER = 24 * 3600.0
+#: exponent beyond which ``base * 2**n`` is past any sensible cap (and before float overflow)
+_MAX_EXPONENT = 60
 
 
 class AttemptResult(Protocol):
@@ -85,9 +89,9 @@ class RetryPolicy:
     """Backoff ``base`` doubling per attempt up to ``cap`` seconds; give up ``max_age`` after
     the first failed attempt; see the module docstring."""
 
-    base: float = backoff.DEFAULT_BASE
-    cap: float = backoff.DEFAULT_CAP
-    max_age: timedelta = backoff.DEFAULT_MAX_AGE
+    base: float = DEFAULT_BASE
+    cap: float = DEFAULT_CAP
+    max_age: timedelta = DEFAULT_MAX_AGE
     max_retry_after: float = MAX_RETRY_AFTER
     jitter: Callable[[float], float] = field(
         default_factory=lambda: _uniform(random.Random()), compare=False
@@ -108,15 +112,23 @@ class RetryPolicy:
         return Retry(now + timedelta(seconds=self.delay(attempt.number, result.retry_after)))
 
     def expired(self, attempt: Attempt, now: datetime) -> bool:
-        """True when the delivery has been failing for ``max_age`` or longer."""
-        return backoff.given_up(attempt.first_failed_at or now, now, max_age=self.max_age)
+        """True when the delivery has been failing for ``max_age`` or longer since its first
+        failed attempt (not since it was queued); naive times are UTC."""
+        first = attempt.first_failed_at or now
+        return _utc(now) - _utc(first) >= self.max_age
 
     def delay(self, number: int, retry_after: float | None = None) -> float:
         """Seconds to wait after failed attempt ``number``: jittered backoff, at least the
-        ``Retry-After`` (capped at ``max_retry_after``)."""
-        exponent = min(max(number, 1) - 1, 60)
+        ``Retry-After`` (capped at ``max_retry_after``). Full jitter: the jitter draws from
+        ``[0, min(cap, base * 2**(number-1))]``, so rows failing together come back apart."""
+        exponent = min(max(number, 1) - 1, _MAX_EXPONENT)
         ceiling = min(self.cap, self.base * 2.0**exponent)
         delay = self.jitter(ceiling)
         if retry_after is not None:
             delay = max(delay, min(retry_after, self.max_retry_after))
         return delay
+
+
+def _utc(value: datetime) -> datetime:
+    """An aware UTC datetime; naive values are taken to be UTC (the store's convention)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

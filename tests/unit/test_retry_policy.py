@@ -97,3 +97,26 @@ def test_the_default_jitter_is_full_jitter_within_the_ceiling() -> None:
 def test_a_policy_without_positive_delays_is_refused(base: float, cap: float) -> None:
     with pytest.raises(ValueError, match="positive"):
         RetryPolicy(base=base, cap=cap)
+
+
+def test_delay_doubles_up_to_the_cap() -> None:
+    top = RetryPolicy(base=10, cap=100, jitter=lambda ceiling: ceiling)
+    assert [top.delay(n) for n in range(1, 6)] == [10, 20, 40, 80, 100]
+    assert top.delay(0) == 10  # no attempt yet counts as the first
+
+
+def test_delay_is_jittered_within_range() -> None:
+    rng = random.Random(7)
+    policy = RetryPolicy(base=10, cap=3600, jitter=lambda c: rng.uniform(0, c))
+    delays = [policy.delay(4) for _ in range(200)]
+    assert all(0 <= d <= 80 for d in delays)
+    assert len(set(delays)) > 100  # not one fixed value
+
+
+def test_expired_after_max_age_since_the_first_failure() -> None:
+    policy = RetryPolicy()
+    assert policy.expired(Attempt(9, NOW - timedelta(hours=72)), NOW)
+    assert not policy.expired(Attempt(9, NOW - timedelta(hours=72) + timedelta(seconds=1)), NOW)
+    assert not policy.expired(Attempt(1, None), NOW)
+    short = RetryPolicy(max_age=timedelta(hours=1))
+    assert short.expired(Attempt(2, NOW - timedelta(hours=2)), NOW)
