@@ -56,7 +56,7 @@ from fhir_bridge.services.runtime import Runtime, build_runtime
 from fhir_bridge.settings import Settings
 from fhir_bridge.store.db import make_engine, write_session
 from fhir_bridge.store.migrate import upgrade
-from fhir_bridge.store.models import Delivery, OutboxCursor, OutboxEvent
+from fhir_bridge.store.models import Delivery, DeliveryAttempt, OutboxCursor, OutboxEvent
 from fhir_bridge.store.partners import PartnerStore
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -181,6 +181,7 @@ def enqueue(runtime: Runtime, partner_pk: int, events: list[int], count: int) ->
     ``events`` while they last, then for copies of those events (new outbox rows)."""
     now = utcnow()
     with write_session(runtime.sessions) as session:
+        session.execute(delete(DeliveryAttempt))  # the history refers to its delivery
         session.execute(delete(Delivery))
         chosen = events[:count]
         if count > len(events):
@@ -260,15 +261,17 @@ def payloads(runtime: Runtime) -> list[bytes]:
 
 def _worker_main(url: str, name: str, go: Any, stop: Any) -> None:
     """One worker process: the CLI worker's loop with the benchmark's settings."""
-    from fhir_bridge.exchange.worker import Worker
     from fhir_bridge.logs import configure_logging
+    from fhir_bridge.outbox.pipeline import make_worker
+    from fhir_bridge.outbox.worker import WorkerConfig
 
     log = os.open(WORKER_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 2)
     settings = bench_settings(url)
     configure_logging(settings.log_level, json=settings.log_json)
     runtime = build_runtime(settings)
-    worker = Worker.from_settings(runtime, worker_id=name, clock=utcnow, sleep=stop.wait)
+    config = WorkerConfig.from_settings(settings, worker_id=name)
+    worker = make_worker(runtime, config, clock=utcnow, sleep=stop.wait)
     go.wait()
     try:
         worker.run_forever(stop)

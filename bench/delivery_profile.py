@@ -29,7 +29,8 @@ from bench.deliveries import (
     utcnow,
 )
 from bench.peer import loopback_peer
-from fhir_bridge.exchange.worker import Worker
+from fhir_bridge.outbox.pipeline import make_worker
+from fhir_bridge.outbox.worker import WorkerConfig
 from fhir_bridge.services.runtime import build_runtime
 from fhir_bridge.store.db import read_session, write_session
 from fhir_bridge.store.models import Partner
@@ -55,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             events = documented_events(session)
         enqueue(runtime, partner_pk, events, len(events))
         stop = threading.Event()
-        worker = Worker.from_settings(runtime, worker_id="profile", clock=utcnow, sleep=stop.wait)
+        config = WorkerConfig.from_settings(runtime.settings, worker_id="profile")
+        worker = make_worker(runtime, config, clock=utcnow, sleep=stop.wait)
         profile = cProfile.Profile()
         started = time.perf_counter()
         profile.enable()

@@ -140,8 +140,9 @@ def worker(
 
     The delivery options override their FHIR_BRIDGE_* settings (shown with each option).
     """
-    from fhir_bridge.exchange.worker import Worker, default_router
     from fhir_bridge.logs import configure_logging
+    from fhir_bridge.outbox.pipeline import default_router, make_worker
+    from fhir_bridge.outbox.worker import WorkerConfig
 
     rt = _runtime()
     settings = _worker_settings(rt, overrides, alert_webhook)
@@ -154,9 +155,8 @@ def worker(
         if poll_every is not None:
             route = _polling_router(rt, poll_every)
         with single_worker(settings.database_url):
-            runner = Worker.from_settings(
-                rt, settings, worker_id=name, clock=_utcnow, sleep=stop.wait, route=route
-            )
+            config = WorkerConfig.from_settings(settings, worker_id=name)
+            runner = make_worker(rt, config, clock=_utcnow, sleep=stop.wait, route=route)
             try:
                 tracing.instrument_worker(runner, settings)  # FHIR_BRIDGE_OTEL=on: span per send
             except SettingsError as exc:  # on, but the otel extra is not installed
@@ -178,7 +178,7 @@ def _polling_router(rt: Runtime, every: float) -> Callable[[Runtime], int]:
     """The worker's router, preceded at most every ``every`` seconds by a referral poll cycle
     (the worker calls its router at the start of every cycle)."""
     from fhir_bridge.commands.poll import make_poller
-    from fhir_bridge.exchange.worker import default_router
+    from fhir_bridge.outbox.pipeline import default_router
     from fhir_bridge.services.referral_poll import PollSchedule
 
     poller = make_poller(rt, page_size=50)
@@ -274,8 +274,8 @@ def show(delivery_id: int) -> None:
 @click.option("--partner", "partner_key", default=None, help="Only this partner's (its key).")
 def retry(dead: bool, partner_key: str | None) -> None:
     """Put dead deliveries back in the queue, due at once (attempts start again at 0)."""
+    from fhir_bridge.outbox.queue import requeue_dead
     from fhir_bridge.store.db import write_session
-    from fhir_bridge.store.delivery_queue import requeue_dead
     from fhir_bridge.store.partners import PartnerStore
 
     if not dead:

@@ -1,4 +1,4 @@
-"""``fhir-bridge partners``: register, list, show, enable and disable delivery partners.
+"""``fhir-bridge partners``: register, list, show, update, enable and disable delivery partners.
 
 Partners are physicians' EHRs and payers' FHIR servers. Secrets are never stored: ``add``
 records the name of the environment variable or the path of the file holding the token or
@@ -15,7 +15,7 @@ import click
 
 from fhir_bridge.settings import Settings, SettingsError
 from fhir_bridge.store.outbox import EVENT_TYPES
-from fhir_bridge.store.partners import AUTH_KINDS, KINDS
+from fhir_bridge.store.partners import AUTH_KINDS, BUNDLE_TYPES, KINDS
 
 if TYPE_CHECKING:
     from fhir_bridge.services.runtime import Runtime
@@ -41,6 +41,25 @@ def _runtime() -> Runtime:
 
 def _option(field_name: str) -> str:
     return _OPTION.get(field_name, "--" + field_name.replace("_", "-"))
+
+
+def _max_entries(value: str | None) -> int | None:
+    """``--max-bundle-entries``: a whole number, or ``unlimited``/None."""
+    if value is None or value.strip().lower() in ("unlimited", "none", ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a whole number or 'unlimited'", param_hint="--max-bundle-entries"
+        ) from None
+
+
+_MAX_HELP = (
+    "The most entries the partner takes in one Bundle (e.g. 8 for a Medplum server), or "
+    "'unlimited' (default). A larger delivery goes as several ordered Bundles."
+)
+_TYPE_HELP = "transaction (default) or batch: the Bundle type the partner wants."
 
 
 @click.group("partners")
@@ -87,6 +106,10 @@ def partners() -> None:
 @click.option("--alg", help="smart: signing algorithm (RS384 | ES384).")
 @click.option("--scope", "scopes", multiple=True, help="smart: a scope to request (repeatable).")
 @click.option("--kid", help="smart: key id for the JWT header (optional).")
+@click.option("--max-bundle-entries", "max_entries", metavar="N|unlimited", help=_MAX_HELP)
+@click.option(
+    "--bundle-type", type=click.Choice(BUNDLE_TYPES), default="transaction", help=_TYPE_HELP
+)
 def add(
     key: str,
     name: str,
@@ -105,6 +128,8 @@ def add(
     scopes: tuple[str, ...],
     kid: str | None,
     poll: bool,
+    max_entries: str | None,
+    bundle_type: str,
 ) -> None:
     """Register partner KEY (enabled at once). Stores where secrets live, never the secrets."""
     from fhir_bridge.services import partners as service
@@ -127,6 +152,8 @@ def add(
         scopes=scopes,
         kid=kid,
         poll=poll,
+        max_bundle_entries=_max_entries(max_entries),
+        bundle_type=bundle_type,
     )
     rt = _runtime()
     try:
@@ -202,6 +229,42 @@ def show(key: str) -> None:
     if row is None:
         raise click.ClickException(f"no partner with key {key!r}")
     click.echo(json.dumps(service.partner_view(row), indent=2, ensure_ascii=False))
+
+
+@partners.command("update")
+@click.argument("key")
+@click.option("--max-bundle-entries", "max_entries", metavar="N|unlimited", help=_MAX_HELP)
+@click.option("--bundle-type", type=click.Choice(BUNDLE_TYPES), help=_TYPE_HELP)
+def update_(key: str, max_entries: str | None, bundle_type: str | None) -> None:
+    """Change partner KEY's delivery shape (options not given keep their value); deliveries
+    not yet sent take it."""
+    from fhir_bridge.services import partners as service
+
+    if max_entries is None and bundle_type is None:
+        raise click.UsageError("nothing to change: give --max-bundle-entries or --bundle-type")
+    rt = _runtime()
+    try:
+        row = service.find_partner(rt, key)
+        if row is None:
+            raise click.ClickException(f"no partner with key {key!r}")
+        row = service.set_delivery_shape(
+            rt,
+            key,
+            max_bundle_entries=(
+                row.max_bundle_entries if max_entries is None else _max_entries(max_entries)
+            ),
+            bundle_type=bundle_type or row.bundle_type,
+        )
+    except service.PartnerInvalid as exc:
+        raise click.UsageError(
+            "\n".join(f"{_option(p.field)}: {p.message}" for p in exc.problems)
+        ) from None
+    except service.UnknownPartner as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        rt.dispose()
+    limit = row.max_bundle_entries or "unlimited"
+    click.echo(f"partner {key} updated ({row.bundle_type}, max {limit} entries per Bundle)")
 
 
 def _switch(key: str, enabled: bool) -> None:

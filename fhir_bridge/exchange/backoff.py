@@ -1,40 +1,12 @@
-"""When to try a failed delivery again, and when to stop: pure functions, time passed in.
+"""Reading a partner's ``Retry-After`` header (HTTP only; pure, time passed in).
 
-The defaults are the bridge's policy (10 s base, 1 h cap, give up after 72 h); callers pass
-other values (from settings) as parameters.
+What to do with it (backoff, give-up) is ``outbox.retry.RetryPolicy``'s decision.
 """
 
 from __future__ import annotations
 
-import random
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-
-DEFAULT_BASE = 10.0
-DEFAULT_CAP = 3600.0
-DEFAULT_MAX_AGE = timedelta(hours=72)
-
-#: exponent beyond which ``base * 2**n`` is past any sensible cap (and before float overflow)
-_MAX_EXPONENT = 60
-
-
-def next_delay(
-    attempt: int,
-    *,
-    base: float = DEFAULT_BASE,
-    cap: float = DEFAULT_CAP,
-    rng: random.Random,
-) -> float:
-    """Seconds to wait after failed attempt number ``attempt`` (1 = the first failure).
-
-    Exponential backoff with full jitter: uniform in ``[0, min(cap, base * 2**(attempt-1))]``,
-    so many deliveries failing together do not come back together.
-    """
-    if base <= 0 or cap <= 0:
-        raise ValueError("base and cap must be positive")
-    exponent = min(max(attempt, 1) - 1, _MAX_EXPONENT)
-    ceiling = min(cap, base * 2.0**exponent)
-    return rng.uniform(0.0, ceiling)
 
 
 def _utc(value: datetime) -> datetime:
@@ -62,11 +34,3 @@ def retry_after_seconds(header_value: str | None, now: datetime) -> float | None
     if when is None:
         return None
     return max(0.0, (_utc(when) - _utc(now)).total_seconds())
-
-
-def given_up(
-    first_failed_at: datetime, now: datetime, *, max_age: timedelta = DEFAULT_MAX_AGE
-) -> bool:
-    """True when a delivery has been failing for ``max_age`` or longer since its first failed
-    attempt (not since it was queued): make it a dead letter."""
-    return _utc(now) - _utc(first_failed_at) >= max_age

@@ -6,13 +6,20 @@ timeouts, 408, 425, 429, 5xx, a token endpoint that failed) or ``dead`` (the par
 this Bundle: any other 4xx, 3xx, or a 401 that a fresh token did not cure). Error texts carry
 status codes and exception type names only; bodies and headers are never logged (PHI, secrets).
 The partner's response body on a failure is kept, truncated, for the dead-letter view.
+
+A ``batch`` Bundle is answered 200 even when entries failed: ``send_bundle(...,
+bundle_type="batch")`` reads the batch-response and fails the attempt on the first entry whose
+``response.status`` is not 2xx (retry for 408/425/429/5xx, else dead), keeping that entry's
+OperationOutcome. ``send_parts`` sends the ordered Bundles of one delivery
+(``mapping.delivery_split``) one after the other; the delivery succeeds when every part did.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -64,9 +71,53 @@ def truncate_body(content: bytes, limit: int = MAX_OUTCOME_BYTES) -> str | None:
     return content.decode("utf-8", errors="replace")
 
 
-def _classify(response: requests.Response, now: datetime) -> SendResult:
+def _entry_status(entry: object) -> int | None:
+    """The HTTP status of a batch-response entry (``"201 Created"`` -> 201)."""
+    response = entry.get("response") if isinstance(entry, dict) else None
+    status = response.get("status") if isinstance(response, dict) else None
+    head = str(status or "").strip().split(" ", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def _batch_failure(content: bytes, status: int) -> SendResult | None:
+    """The first failed entry of a batch-response as a failure (None: every entry 2xx)."""
+    try:
+        answer = json.loads(content or b"null")
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict) or answer.get("type") != "batch-response":
+        return SendResult(
+            "dead",
+            status=status,
+            error=f"partner answered a batch without a batch-response Bundle (HTTP {status})",
+            outcome_body=truncate_body(content),
+        )
+    for number, entry in enumerate(answer.get("entry") or [], start=1):
+        entry_status = _entry_status(entry)
+        if entry_status is not None and 200 <= entry_status < 300:
+            continue
+        outcome = entry.get("response", {}).get("outcome") if isinstance(entry, dict) else None
+        retry = entry_status in RETRYABLE_STATUSES or (entry_status or 0) >= 500
+        return SendResult(
+            "retry" if retry else "dead",
+            status=entry_status,
+            error=f"partner refused batch entry {number} (HTTP {entry_status})",
+            outcome_body=(
+                truncate_body(json.dumps(outcome).encode()) if isinstance(outcome, dict) else None
+            ),
+        )
+    return None
+
+
+def _classify(
+    response: requests.Response, now: datetime, bundle_type: str = "transaction"
+) -> SendResult:
     status = response.status_code
     if 200 <= status < 300:
+        if bundle_type == "batch":
+            failed = _batch_failure(response.content, status)
+            if failed is not None:
+                return failed
         return SendResult("delivered", status=status)
     body = truncate_body(response.content)
     if status in RETRYABLE_STATUSES or status >= 500:
@@ -103,8 +154,10 @@ def send_bundle(
     timeout: float | tuple[float, float],
     now: datetime | None = None,
     log_context: Mapping[str, object] | None = None,
+    bundle_type: str = "transaction",
 ) -> SendResult:
-    """POST ``bundle_bytes`` (a transaction Bundle) to ``base_url``; see the module docstring.
+    """POST ``bundle_bytes`` (a transaction or batch Bundle) to ``base_url``; see the module
+    docstring.
 
     A 401 calls ``auth.refresh()`` and, when it says so, retries once at once with fresh
     headers; a second 401 (or a refresh that declines) is a dead letter like any 4xx.
@@ -112,7 +165,15 @@ def send_bundle(
     ``log_context`` (ids only: partner key, delivery id, worker) joins the "bundle sent" line.
     """
     started = time.perf_counter()
-    result = _send(base_url, bundle_bytes, auth=auth, session=session, timeout=timeout, now=now)
+    result = _send(
+        base_url,
+        bundle_bytes,
+        auth=auth,
+        session=session,
+        timeout=timeout,
+        now=now,
+        bundle_type=bundle_type,
+    )
     elapsed = round((time.perf_counter() - started) * 1000, 2)
     log.info(
         "bundle sent",
@@ -134,6 +195,7 @@ def _send(
     session: requests.Session,
     timeout: float | tuple[float, float],
     now: datetime | None,
+    bundle_type: str,
 ) -> SendResult:
     refreshed = False
     while True:
@@ -162,4 +224,43 @@ def _send(
                 again = False
             if again:
                 continue
-        return _classify(response, now or datetime.now(UTC))
+        return _classify(response, now or datetime.now(UTC), bundle_type)
+
+
+def send_parts(
+    base_url: str,
+    parts: Sequence[bytes],
+    *,
+    bundle_type: str,
+    auth: PartnerAuth,
+    session: requests.Session,
+    timeout: float | tuple[float, float],
+    now: datetime | None = None,
+    log_context: Mapping[str, object] | None = None,
+) -> SendResult:
+    """Send one delivery's Bundles in order, stopping at the first that fails.
+
+    Delivered when every part was; otherwise the failing part's result, its error prefixed
+    with ``part k of n``. The time is the sum over the parts sent.
+    """
+    elapsed = 0.0
+    result = SendResult("delivered")
+    for number, part in enumerate(parts, start=1):
+        context = {**(log_context or {}), "part": number} if len(parts) > 1 else log_context
+        result = send_bundle(
+            base_url,
+            part,
+            auth=auth,
+            session=session,
+            timeout=timeout,
+            now=now,
+            log_context=context,
+            bundle_type=bundle_type,
+        )
+        elapsed += result.elapsed_ms
+        if not result.delivered:
+            if len(parts) > 1:
+                error = f"part {number} of {len(parts)}: {result.error}"
+                result = SendResult(**{**result.__dict__, "error": error})
+            break
+    return SendResult(**{**result.__dict__, "elapsed_ms": round(elapsed, 2)})

@@ -44,6 +44,21 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 "type": "object",
                 "description": "The kind of auth (and SMART's public part).",
             },
+            "delivery": {
+                "type": "object",
+                "description": "The shape of the Bundles it takes.",
+                "properties": {
+                    "max_bundle_entries": _d(
+                        {"type": "integer", "nullable": True, "minimum": 1},
+                        "The most entries in one Bundle (null: any number); a larger delivery "
+                        "goes as several ordered, idempotent Bundles with conditional references.",
+                    ),
+                    "bundle_type": _d(
+                        {"type": "string", "enum": ["transaction", "batch"]},
+                        "transaction (default) or batch (every entry's status is checked).",
+                    ),
+                },
+            },
             "enabled": _d({"type": "boolean"}, "Whether deliveries go to it."),
             "created_at": _d(_TIME, "When it was created (UTC)."),
             "updated_at": _d(_TIME, "When it last changed (UTC)."),

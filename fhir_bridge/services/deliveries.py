@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fhir_bridge.fhir import jsonio
+from fhir_bridge.outbox import queue
 from fhir_bridge.services.runtime import Runtime
-from fhir_bridge.store import delivery_queue as queue
 from fhir_bridge.store.db import read_session, write_session
 from fhir_bridge.store.deliveries import DeliveryRow, DeliveryStore
 from fhir_bridge.store.delivery_attempts import Attempt, attempts_of

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from fhir_bridge.exchange.smart import ALGORITHMS
 from fhir_bridge.fhir.npi import NPI_SYSTEM, is_valid_npi
 from fhir_bridge.store.outbox import EVENT_TYPES
-from fhir_bridge.store.partners import AUTH_KINDS, KINDS
+from fhir_bridge.store.partners import AUTH_KINDS, BUNDLE_TYPES, KINDS
 
 #: what a partner of each kind receives when no event type is named
 DEFAULT_EVENTS: dict[str, tuple[str, ...]] = {
@@ -58,6 +58,10 @@ class PartnerSpec:
     kid: str | None = None
     #: poll the partner's server for referrals (adds POLL_EVENT to the events)
     poll: bool = False
+    #: the most entries the partner takes in one Bundle (None: any number)
+    max_bundle_entries: int | None = None
+    #: transaction | batch
+    bundle_type: str = "transaction"
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,8 @@ class ValidPartner:
     auth_kind: str
     auth: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
+    max_bundle_entries: int | None = None
+    bundle_type: str = "transaction"
 
 
 def _dedupe(values: Sequence[str]) -> list[str]:
@@ -244,7 +250,7 @@ def _usable(check: _Checker, auth_kind: str, auth: dict[str, Any]) -> None:
 def _routing_notes(
     check: _Checker, kind: str, identifiers: list[dict[str, str]], payer_system: str | None
 ) -> None:
-    """Warn when routing (``services.routing``) could never pick this partner."""
+    """Warn when routing (``outbox.routing``) could never pick this partner."""
     if kind == "physician" and not any(i["system"] == NPI_SYSTEM for i in identifiers):
         check.warnings.append(
             f"no {NPI_SYSTEM} identifier: physicians receive events for referrals they "
@@ -295,6 +301,7 @@ def validate(spec: PartnerSpec, *, payer_id_system: str | None = None) -> ValidP
     if POLL_EVENT in events and spec.kind != "physician":
         check.fail("events", f"{POLL_EVENT}: only physician partners are polled for referrals")
     identifiers = _identifiers(check, spec.identifiers)
+    _shape(check, spec.max_bundle_entries, spec.bundle_type)
     auth: dict[str, Any] = {}
     if spec.auth_kind not in AUTH_KINDS:
         check.fail("auth", f"{spec.auth_kind!r} is not one of {', '.join(AUTH_KINDS)}")
@@ -316,4 +323,26 @@ def validate(spec: PartnerSpec, *, payer_id_system: str | None = None) -> ValidP
         auth_kind=spec.auth_kind,
         auth=auth,
         warnings=check.warnings,
+        max_bundle_entries=spec.max_bundle_entries,
+        bundle_type=spec.bundle_type,
     )
+
+
+def validate_delivery_shape(max_bundle_entries: int | None, bundle_type: str) -> None:
+    """Check a partner's delivery shape alone (``partners update``); PartnerInvalid if wrong."""
+    check = _Checker()
+    _shape(check, max_bundle_entries, bundle_type)
+    if check.problems:
+        raise PartnerInvalid(check.problems)
+
+
+def _shape(check: _Checker, max_bundle_entries: int | None, bundle_type: str) -> None:
+    """The largest Bundle (at least 1 entry, or None: any) and the Bundle type."""
+    if max_bundle_entries is not None and (
+        isinstance(max_bundle_entries, bool)
+        or not isinstance(max_bundle_entries, int)
+        or max_bundle_entries < 1
+    ):
+        check.fail("max_bundle_entries", "must be a whole number of at least 1 (or unlimited)")
+    if bundle_type not in BUNDLE_TYPES:
+        check.fail("bundle_type", f"{bundle_type!r} is not one of {', '.join(BUNDLE_TYPES)}")

@@ -21,7 +21,7 @@ from fhir_bridge.services.partner_spec import POLL_EVENT as POLL_EVENT
 from fhir_bridge.services.partner_spec import PartnerInvalid as PartnerInvalid
 from fhir_bridge.services.partner_spec import PartnerSpec as PartnerSpec
 from fhir_bridge.services.partner_spec import Problem as Problem
-from fhir_bridge.services.partner_spec import ValidPartner
+from fhir_bridge.services.partner_spec import ValidPartner, validate_delivery_shape
 from fhir_bridge.services.partner_spec import validate as validate
 from fhir_bridge.services.runtime import Runtime
 from fhir_bridge.store.db import read_session, write_session
@@ -70,6 +70,8 @@ def add_partner(runtime: Runtime, partner: ValidPartner) -> PartnerRow:
                 auth_kind=partner.auth_kind,
                 auth=partner.auth,
                 now=_now(),
+                max_bundle_entries=partner.max_bundle_entries,
+                bundle_type=partner.bundle_type,
             )
     except IntegrityError:  # a concurrent add of the same key won the race
         raise PartnerExists(partner.key) from None
@@ -90,6 +92,24 @@ def find_partner(runtime: Runtime, key: str) -> PartnerRow | None:
     """The partner with this key, if any."""
     with read_session(runtime.sessions) as session:
         return PartnerStore(session).get(key)
+
+
+def set_delivery_shape(
+    runtime: Runtime, key: str, *, max_bundle_entries: int | None, bundle_type: str
+) -> PartnerRow:
+    """Set the largest Bundle partner ``key`` takes and whether it wants transaction or batch
+    (PartnerInvalid, UnknownPartner); deliveries not yet sent take the new shape."""
+    validate_delivery_shape(max_bundle_entries, bundle_type)
+    with write_session(runtime.sessions) as session:
+        store = PartnerStore(session)
+        if not store.set_delivery_shape(
+            key, max_bundle_entries=max_bundle_entries, bundle_type=bundle_type, now=_now()
+        ):
+            raise UnknownPartner(key)
+        after = store.get(key)
+    assert after is not None
+    log.info("partner delivery shape set", extra={"partner": key})
+    return after
 
 
 def set_enabled(runtime: Runtime, key: str, enabled: bool) -> tuple[PartnerRow, bool]:
@@ -136,6 +156,7 @@ def partner_view(p: PartnerRow) -> dict[str, Any]:
             {"system": i.get("system"), "value": i.get("value")} for i in p.identifiers
         ],
         "auth": auth_view(p.auth_kind, p.auth),
+        "delivery": {"max_bundle_entries": p.max_bundle_entries, "bundle_type": p.bundle_type},
         "enabled": p.enabled,
         "created_at": _time(p.created_at),
         "updated_at": _time(p.updated_at),

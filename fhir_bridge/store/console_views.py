@@ -12,7 +12,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from fhir_bridge.store.deliveries import DeliveryRow, DeliveryStore
-from fhir_bridge.store.models import ClinicSession, Delivery, OutboxEvent, Referral
+from fhir_bridge.store.models import ClinicSession, Delivery, DeliveryStatus, OutboxEvent, Referral
 from fhir_bridge.store.referrals import ReferralRow, ReferralStore
 from fhir_bridge.store.sessions import SessionStore, StoredSession
 
@@ -46,13 +46,13 @@ def failing_deliveries(session: Session, limit: int) -> list[DeliveryRow]:
     """
     dead = session.scalars(
         select(Delivery.pk)
-        .where(Delivery.status == "dead")
+        .where(Delivery.status == DeliveryStatus.DEAD)
         .order_by(Delivery.pk.desc())
         .limit(limit)
     ).all()
     retrying = session.scalars(
         select(Delivery.pk)
-        .where(Delivery.status == "pending", Delivery.first_failed_at.is_not(None))
+        .where(Delivery.status == DeliveryStatus.PENDING, Delivery.first_failed_at.is_not(None))
         .order_by(Delivery.pk.desc())
         .limit(limit)
     ).all()

@@ -1,6 +1,6 @@
 """Delivery rows as plain values: enqueueing an outbox event for a partner, and reading rows.
 
-The worker's claim/lease/record functions live in ``store.delivery_queue``; this module only
+The worker's claim/lease/record functions live in ``outbox.queue``; this module only
 creates rows (idempotently: the unique ``(partner_pk, outbox_pk)`` constraint decides) and
 reads them back as ``DeliveryRow``, the one read view of a delivery (routing, payload building,
 the operator's API and CLI all use it). The payload (the Bundle: PHI) is not part of it:
@@ -9,6 +9,7 @@ the operator's API and CLI all use it). The payload (the Bundle: PHI) is not par
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,16 +18,17 @@ from sqlalchemy import Select, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from fhir_bridge.store.models import Delivery, Partner
+from fhir_bridge.store.models import Delivery, DeliveryStatus, Partner
 from fhir_bridge.store.outbox import Event
 
-PENDING = "pending"
+PENDING = DeliveryStatus.PENDING
 
 
 @dataclass(frozen=True)
 class DeliveryRow:
-    """One delivery (an outbox event on its way to one partner): every column but the payload,
-    plus the partner's key."""
+    """One delivery (an outbox event on its way to one partner), plus the partner's key: the
+    one value type of a delivery, for the log, the API and the worker (``outbox.queue.Job`` is
+    this type). ``payload`` is read only where it is needed (the worker's claim), else None."""
 
     pk: int
     partner_pk: int
@@ -45,9 +47,10 @@ class DeliveryRow:
     outcome: str | None
     created_at: datetime
     delivered_at: datetime | None
+    payload: bytes | None = None
 
 
-#: the columns of ``DeliveryRow``, in its field order
+#: the columns of ``DeliveryRow`` but the payload, in its field order
 _COLUMNS = (
     Delivery.pk,
     Delivery.partner_pk,
@@ -69,8 +72,16 @@ _COLUMNS = (
 )
 
 
-def _query() -> Select[Any]:
-    return select(*_COLUMNS).join(Partner, Partner.pk == Delivery.partner_pk)
+def _query(*extra: Any) -> Select[Any]:
+    return select(*_COLUMNS, *extra).join(Partner, Partner.pk == Delivery.partner_pk)
+
+
+def rows_with_payload(session: Session, pks: Sequence[int]) -> dict[int, DeliveryRow]:
+    """These rows with their payloads (one query), by pk; missing rows are left out."""
+    if not pks:
+        return {}
+    found = session.execute(_query(Delivery.payload).where(Delivery.pk.in_(list(pks))))
+    return {row.pk: DeliveryRow(*row) for row in found}
 
 
 class DeliveryStore:

@@ -8,6 +8,7 @@ sequence. Index rows belong to a version and are never updated, so a search can 
 from __future__ import annotations
 
 from datetime import date, datetime
+from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
@@ -322,8 +323,26 @@ class Partner(Base):
     #: token URL, algorithm, scopes; never the secret itself
     auth: Mapped[str] = mapped_column(Text)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: the most entries the partner takes in one Bundle (None: any number); a larger delivery
+    #: is sent as several ordered Bundles (``mapping.delivery_split``)
+    max_bundle_entries: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: transaction | batch
+    bundle_type: Mapped[str] = mapped_column(
+        String(16), default="transaction", server_default="transaction"
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class DeliveryStatus(StrEnum):
+    """Where a delivery stands (stored as its value; equal to the plain string)."""
+
+    #: waiting for its first or next attempt (or leased by a worker right now)
+    PENDING = "pending"
+    #: the partner accepted it (every part, when it was split)
+    DELIVERED = "delivered"
+    #: a dead letter: refused, or given up; only an operator's retry sends it again
+    DEAD = "dead"
 
 
 class Delivery(Base):
@@ -344,7 +363,7 @@ class Delivery(Base):
     outbox_pk: Mapped[int] = mapped_column(ForeignKey("outbox_event.pk"))
     event_type: Mapped[str] = mapped_column(String(64))
     patient_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    #: pending | delivered | dead
+    #: a DeliveryStatus value: pending | delivered | dead
     status: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime)

@@ -14,6 +14,7 @@ from fhir_bridge.store.models import Partner
 
 KINDS = ("physician", "payer")
 AUTH_KINDS = ("none", "bearer", "smart")
+BUNDLE_TYPES = ("transaction", "batch")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,10 @@ class PartnerRow:
     enabled: bool
     created_at: datetime
     updated_at: datetime
+    #: the most entries the partner takes in one Bundle (None: any number)
+    max_bundle_entries: int | None = None
+    #: transaction | batch
+    bundle_type: str = "transaction"
 
     def receives(self, event_type: str) -> bool:
         """True when the partner is enabled and subscribed to ``event_type``."""
@@ -59,6 +64,8 @@ def _row(p: Partner) -> PartnerRow:
         enabled=p.enabled,
         created_at=p.created_at,
         updated_at=p.updated_at,
+        max_bundle_entries=p.max_bundle_entries,
+        bundle_type=p.bundle_type or "transaction",
     )
 
 
@@ -80,8 +87,11 @@ class PartnerStore:
         auth_kind: str,
         auth: dict[str, Any],
         now: datetime,
+        max_bundle_entries: int | None = None,
+        bundle_type: str = "transaction",
     ) -> PartnerRow:
         """Register a partner (``key`` must be new: the unique constraint decides)."""
+        _check_shape(max_bundle_entries, bundle_type)
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}")
         if auth_kind not in AUTH_KINDS:
@@ -97,6 +107,8 @@ class PartnerStore:
                 auth_kind=auth_kind,
                 auth=json.dumps(auth, sort_keys=True),
                 enabled=True,
+                max_bundle_entries=max_bundle_entries,
+                bundle_type=bundle_type,
                 created_at=now,
                 updated_at=now,
             )
@@ -125,9 +137,28 @@ class PartnerStore:
         """Partners that receive deliveries."""
         return [p for p in self.all() if p.enabled]
 
+    def set_delivery_shape(
+        self, key: str, *, max_bundle_entries: int | None, bundle_type: str, now: datetime
+    ) -> bool:
+        """Set the largest Bundle the partner takes and its type; False when no such key."""
+        _check_shape(max_bundle_entries, bundle_type)
+        result = self.session.execute(
+            update(Partner)
+            .where(Partner.key == key)
+            .values(max_bundle_entries=max_bundle_entries, bundle_type=bundle_type, updated_at=now)
+        )
+        return bool(result.rowcount)
+
     def set_enabled(self, key: str, enabled: bool, *, now: datetime) -> bool:
         """Enable or disable a partner; False when no such key."""
         result = self.session.execute(
             update(Partner).where(Partner.key == key).values(enabled=enabled, updated_at=now)
         )
         return bool(result.rowcount)
+
+
+def _check_shape(max_bundle_entries: int | None, bundle_type: str) -> None:
+    if bundle_type not in BUNDLE_TYPES:
+        raise ValueError(f"bundle type must be one of {', '.join(BUNDLE_TYPES)}")
+    if max_bundle_entries is not None and max_bundle_entries < 1:
+        raise ValueError("max bundle entries must be at least 1")

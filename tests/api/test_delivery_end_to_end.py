@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from fhir_bridge.exchange.worker import Worker
+from fhir_bridge.outbox.pipeline import make_worker
+from fhir_bridge.outbox.worker import WorkerConfig
 from fhir_bridge.store.db import write_session
 from fhir_bridge.store.partners import PartnerStore
 from tests.api.test_referrals import act, on_file, post, post_session, referral, session  # noqa: F401
@@ -33,7 +34,7 @@ def test_a_visit_reaches_the_physician_once(client, runtime, on_file):  # noqa: 
         sr_id = post(client, "/fhir/ServiceRequest", referral()).get_json()["id"]
         act(client, sr_id, "accept")
         assert post_session(client, session("V-1")).status_code == 201
-        worker = Worker(runtime, worker_id="t", clock=now, sleep=lambda _: None)
+        worker = make_worker(runtime, WorkerConfig(worker_id="t"), clock=now, sleep=lambda _: None)
         sent = worker.run_once()
         sent += worker.run_once()
         assert sent == 2

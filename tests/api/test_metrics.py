@@ -8,7 +8,7 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
-from fhir_bridge.services.routing import route_pending
+from fhir_bridge.outbox.routing import route_pending
 from fhir_bridge.store.db import write_session
 from fhir_bridge.store.partners import PartnerStore
 from tests.api.test_referrals import act, on_file, post, referral

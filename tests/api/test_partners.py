@@ -179,6 +179,7 @@ def test_add_list_show_disable_enable_round_trip(env, keys, client):
         "events": ALL_PHYSICIAN_EVENTS,
         "identifiers": [{"system": "http://hl7.org/fhir/sid/us-npi", "value": "1407071236"}],
         "auth": {"kind": "bearer"},
+        "delivery": {"max_bundle_entries": None, "bundle_type": "transaction"},
         "enabled": True,
         "created_at": shown["created_at"],
         "updated_at": shown["created_at"],
@@ -211,6 +212,42 @@ def test_add_list_show_disable_enable_round_trip(env, keys, client):
     assert run(env, "enable", "northside").stdout.strip() == "partner northside enabled"
     assert run(env, "enable", "northside").stdout.strip() == "partner northside was already enabled"
     assert json.loads(run(env, "show", "northside").stdout)["enabled"] is True
+
+
+def test_the_delivery_shape_is_set_on_add_and_changed_by_update(env, client):
+    added = add_physician(env, "northside", "--max-bundle-entries", "8", "--bundle-type", "batch")
+    assert added.exit_code == 0, added.output
+    shape = {"max_bundle_entries": 8, "bundle_type": "batch"}
+    assert json.loads(run(env, "show", "northside").stdout)["delivery"] == shape
+    assert client.get("/api/v1/partners/northside").get_json()["delivery"] == shape
+
+    updated = run(env, "update", "northside", "--bundle-type", "transaction")
+    assert updated.stdout.strip() == (
+        "partner northside updated (transaction, max 8 entries per Bundle)"
+    )
+    updated = run(env, "update", "northside", "--max-bundle-entries", "unlimited")
+    assert updated.stdout.strip() == (
+        "partner northside updated (transaction, max unlimited entries per Bundle)"
+    )
+    assert client.get("/api/v1/partners/northside").get_json()["delivery"] == {
+        "max_bundle_entries": None,
+        "bundle_type": "transaction",
+    }
+
+    for args, message in [
+        (("--max-bundle-entries", "0"), "--max-bundle-entries: must be a whole number"),
+        (("--max-bundle-entries", "many"), "'many' is not a whole number or 'unlimited'"),
+        ((), "nothing to change"),
+    ]:
+        refused = run(env, "update", "northside", *args)
+        assert refused.exit_code == 2, refused.output
+        assert message in refused.stderr
+    missing = run(env, "update", "nobody", "--bundle-type", "batch")
+    assert missing.exit_code == 1
+    assert "no partner with key 'nobody'" in missing.stderr
+    assert json.loads(run(env, "show", "northside").stdout)["delivery"]["bundle_type"] == (
+        "transaction"
+    )
 
 
 def test_stored_auth_names_where_secrets_live_never_the_secret(env, keys, runtime):

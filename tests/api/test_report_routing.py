@@ -8,8 +8,8 @@ from dataclasses import replace
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 
+from fhir_bridge.outbox.routing import route_pending
 from fhir_bridge.services.partner_spec import DEFAULT_EVENTS
-from fhir_bridge.services.routing import route_pending
 from tests.api.test_referrals import on_file  # noqa: F401
 from tests.api.test_routing import (
     NPI,

@@ -17,12 +17,12 @@ from sqlalchemy import func, select
 
 from fhir_bridge.fhir.transaction import iter_references
 from fhir_bridge.fhir.validation import validate_resource
-from fhir_bridge.services.delivery_payload import (
+from fhir_bridge.outbox.payload import (
     PayloadSourceGone,
     build_payload,
     build_payloads,
 )
-from fhir_bridge.services.routing import (
+from fhir_bridge.outbox.routing import (
     GAP_GRACE,
     RoutingFacts,
     _settled,

@@ -1,6 +1,6 @@
 """The delivery worker against a real HTTP partner (tests/support/fhir_peer.py), both databases.
 
-Fakes, and why: ``services.routing.route_pending`` and ``services.delivery_payload`` are being
+Fakes, and why: ``outbox.routing.route_pending`` and ``outbox.payload`` are being
 written in parallel, so these tests insert delivery rows themselves (``route`` is a no-op) and
 build a minimal transaction Bundle naming the delivery (``_build``). Everything else is real:
 the queue, the sender, partner auth ``none``, the HTTP server, the database.
@@ -23,9 +23,10 @@ import pytest
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from fhir_bridge.exchange.worker import Worker
+from fhir_bridge.outbox import queue
+from fhir_bridge.outbox.retry import RetryPolicy
+from fhir_bridge.outbox.worker import Worker, WorkerConfig
 from fhir_bridge.services.runtime import Runtime
-from fhir_bridge.store import delivery_queue as queue
 from fhir_bridge.store.db import read_session, write_session
 from fhir_bridge.store.models import Delivery, OutboxEvent
 from fhir_bridge.store.partners import PartnerStore
@@ -66,11 +67,25 @@ def _build(session: Session, job: queue.Job) -> dict[str, Any]:
     }
 
 
+_RETRY = {"backoff_base": "base", "backoff_cap": "cap", "max_age": "max_age"}
+
+
 def _worker(runtime: Runtime, clock: Clock, name: str = "w1", **kwargs: Any) -> Worker:
+    """A worker routing nothing and building ``_build``'s Bundles; ``kwargs``: WorkerConfig
+    fields, backoff_base/backoff_cap/max_age for its RetryPolicy, ``build``/``build_many``."""
     kwargs.setdefault("timeout", 5.0)
-    kwargs.setdefault("build", _build)
+    build = kwargs.pop("build", _build)
+    build_many = kwargs.pop("build_many", None)
+    retry = RetryPolicy(**{_RETRY[k]: kwargs.pop(k) for k in list(kwargs) if k in _RETRY})
+    config = WorkerConfig(worker_id=name, retry=retry, **kwargs)
     return Worker(
-        runtime, worker_id=name, clock=clock, sleep=lambda _s: None, route=lambda _rt: 0, **kwargs
+        runtime,
+        config,
+        route=lambda _rt: 0,
+        build=build,
+        build_many=build_many,
+        clock=clock,
+        sleep=lambda _s: None,
     )
 
 
@@ -665,15 +680,16 @@ def test_cli_worker_settings_from_env_overridden_by_options(
     seen: dict[str, Any] = {}
 
     def record(self: Worker) -> int:
+        config = self.config
         seen.update(
-            batch=self.batch,
-            lease=self.lease_seconds,
-            base=self.backoff_base,
-            cap=self.backoff_cap,
-            max_age=self.max_age,
-            idle=self.idle_seconds,
-            timeout=self.timeout,
-            hook=self.alert_webhook,
+            batch=config.batch,
+            lease=config.lease_seconds,
+            base=config.retry.base,
+            cap=config.retry.cap,
+            max_age=config.retry.max_age,
+            idle=config.idle_seconds,
+            timeout=config.timeout,
+            hook=config.alert_webhook,
         )
         return 0
 

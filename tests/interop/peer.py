@@ -72,8 +72,14 @@ class MedplumPeer:
     def end_outage(self) -> None:
         self.http.delete(f"{self.admin}/outage", timeout=5).raise_for_status()
 
+    def limit_strict_transactions(self, max_entries: int | None) -> None:
+        """Refuse a conditional transaction of more than ``max_entries`` entries, as Medplum's
+        server does with 8 (None: no limit, the peer's default)."""
+        body = {"maxStrictEntries": max_entries}
+        self.http.post(f"{self.admin}/config", json=body, timeout=5).raise_for_status()
+
     def reset(self) -> None:
-        """Forget every resource, the outage and the statistics."""
+        """Forget every resource, the outage, the statistics and the entry limit."""
         self.http.post(f"{self.admin}/reset", timeout=30).raise_for_status()
 
     def stats(self) -> dict[str, Any]:

@@ -20,8 +20,9 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from fhir_bridge.exchange.worker import Worker
 from fhir_bridge.mapping.delivery_bundle import ClinicSystems
+from fhir_bridge.outbox.pipeline import make_worker
+from fhir_bridge.outbox.worker import Worker, WorkerConfig
 from fhir_bridge.services.runtime import Runtime
 from fhir_bridge.store.db import read_session, write_session
 from fhir_bridge.store.models import Delivery
@@ -67,7 +68,8 @@ def register(runtime: Runtime, base: str, events: list[str]) -> None:
 
 
 def worker(runtime: Runtime, clock: Any = utcnow) -> Worker:
-    return Worker(runtime, worker_id="interop", clock=clock, sleep=lambda _s: None, timeout=10)
+    config = WorkerConfig(worker_id="interop", timeout=10)
+    return make_worker(runtime, config, clock=clock, sleep=lambda _s: None)
 
 
 def drain(w: Worker, cycles: int = 20) -> int:

@@ -81,7 +81,8 @@ def dead_letter(runtime: Any) -> int:
 
     from sqlalchemy import select, update
 
-    from fhir_bridge.services import partners, routing
+    from fhir_bridge.outbox import routing
+    from fhir_bridge.services import partners
     from fhir_bridge.store.db import write_session
     from fhir_bridge.store.models import Delivery
 

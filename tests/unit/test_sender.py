@@ -11,7 +11,7 @@ import requests
 import responses
 
 from fhir_bridge.exchange.auth import NoAuth
-from fhir_bridge.exchange.sender import MAX_OUTCOME_BYTES, send_bundle
+from fhir_bridge.exchange.sender import MAX_OUTCOME_BYTES, send_bundle, send_parts
 
 BASE = "https://ehr.example.org/fhir"
 BUNDLE = json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": []}).encode()
@@ -194,3 +194,90 @@ def test_logs_carry_no_body_or_headers(caplog: pytest.LogCaptureFixture) -> None
     assert "birthDate" not in text
     assert "Bearer" not in text
     assert "transaction" not in text
+
+
+def _batch_response(*statuses: str, outcome: dict | None = None) -> str:
+    entries: list[dict] = [{"response": {"status": s}} for s in statuses]
+    for entry in entries:  # the outcome of each failed entry
+        if outcome is not None and not entry["response"]["status"].startswith("2"):
+            entry["response"]["outcome"] = outcome
+    return json.dumps({"resourceType": "Bundle", "type": "batch-response", "entry": entries})
+
+
+@responses.activate
+@pytest.mark.parametrize(
+    ("statuses", "outcome", "status", "error"),
+    [
+        (("201 Created", "200 OK", "200"), "delivered", 200, None),
+        (("201 Created", "412 Precondition Failed"), "dead", 412, "batch entry 2 (HTTP 412)"),
+        (("200 OK", "400"), "dead", 400, "batch entry 2 (HTTP 400)"),
+        (("503 Service Unavailable", "200 OK"), "retry", 503, "batch entry 1 (HTTP 503)"),
+        (("429", "200 OK"), "retry", 429, "batch entry 1 (HTTP 429)"),
+    ],
+)
+def test_a_batch_is_delivered_only_when_every_entry_succeeded(statuses, outcome, status, error):
+    failing = None if outcome == "delivered" else OUTCOME
+    responses.post(BASE, status=200, body=_batch_response(*statuses, outcome=failing))
+    result = send_bundle(
+        BASE, BUNDLE, auth=NoAuth(), session=requests.Session(), timeout=5, bundle_type="batch"
+    )
+    assert (result.outcome, result.status) == (outcome, status)
+    if error is None:
+        assert result.error is None
+        assert result.outcome_body is None
+    else:
+        assert error in result.error
+        assert json.loads(result.outcome_body) == OUTCOME  # the failed entry's outcome
+
+
+@responses.activate
+@pytest.mark.parametrize("body", ["", "not json", json.dumps({"resourceType": "Bundle"})])
+def test_a_batch_answered_without_a_batch_response_is_not_delivered(body):
+    responses.post(BASE, status=200, body=body)
+    result = send_bundle(
+        BASE, BUNDLE, auth=NoAuth(), session=requests.Session(), timeout=5, bundle_type="batch"
+    )
+    assert result.outcome == "dead"
+    assert "batch-response" in result.error
+
+
+@responses.activate
+def test_a_transaction_answer_is_not_read_entry_by_entry():
+    responses.post(BASE, status=200, body=_batch_response("412"))
+    assert _send().delivered
+
+
+@responses.activate
+def test_parts_are_sent_in_order_and_stop_at_the_first_failure():
+    responses.post(BASE, status=200, body="{}")
+    responses.post(BASE, status=422, json=OUTCOME)
+    responses.post(BASE, status=200, body="{}")
+    parts = [b"part-1", b"part-2", b"part-3"]
+    result = send_parts(
+        BASE,
+        parts,
+        bundle_type="transaction",
+        auth=NoAuth(),
+        session=requests.Session(),
+        timeout=5,
+        now=NOW,
+    )
+    assert [c.request.body for c in responses.calls] == parts[:2]
+    assert (result.outcome, result.status) == ("dead", 422)
+    assert result.error.startswith("part 2 of 3: ")
+    assert json.loads(result.outcome_body) == OUTCOME
+
+
+@responses.activate
+def test_every_part_delivered_is_a_delivery():
+    responses.post(BASE, status=200, body="{}")
+    result = send_parts(
+        BASE,
+        [b"a", b"b"],
+        bundle_type="transaction",
+        auth=NoAuth(),
+        session=requests.Session(),
+        timeout=5,
+    )
+    assert (result.outcome, result.status, result.error) == ("delivered", 200, None)
+    assert len(responses.calls) == 2

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
-from typing import Any
 
 import pytest
 
-from fhir_bridge.exchange.worker import Worker
+from fhir_bridge.outbox.worker import WorkerConfig
 from fhir_bridge.settings import Settings, SettingsError
 
 
@@ -63,7 +63,7 @@ def test_a_bad_value_names_the_variable(variable: str, value: str, message: str)
     assert message in str(raised.value)
 
 
-def test_worker_from_settings() -> None:
+def test_worker_config_from_settings() -> None:
     settings = Settings(
         database_url="sqlite://",
         delivery_backoff_base_seconds=1,
@@ -75,17 +75,18 @@ def test_worker_from_settings() -> None:
         worker_idle_seconds=0.25,
         alert_webhook_url="http://127.0.0.1:9/hook",
     )
-
-    class _Runtime:
-        pass
-
-    rt: Any = _Runtime()
-    rt.settings = settings
-    w = Worker.from_settings(rt, worker_id="w", clock=lambda: None, sleep=lambda _s: None)
-    assert (w.backoff_base, w.backoff_cap, w.max_age) == (1, 60, timedelta(minutes=90))
-    assert (w.lease_seconds, w.batch, w.timeout, w.idle_seconds) == (45, 7, 3, 0.25)
-    assert w.alert_webhook == "http://127.0.0.1:9/hook"
-    other = Worker.from_settings(
-        rt, Settings(), worker_id="w", clock=lambda: None, sleep=lambda _s: None, batch=3
+    config = WorkerConfig.from_settings(settings, worker_id="w")
+    assert config.worker_id == "w"
+    retry = config.retry
+    assert (retry.base, retry.cap, retry.max_age) == (1, 60, timedelta(minutes=90))
+    assert (config.lease_seconds, config.batch, config.timeout, config.idle_seconds) == (
+        45,
+        7,
+        3,
+        0.25,
     )
+    assert config.alert_webhook == "http://127.0.0.1:9/hook"
+    other = WorkerConfig.from_settings(Settings(), worker_id="w", batch=3)
     assert (other.batch, other.alert_webhook, other.timeout) == (3, None, 10)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        other.batch = 4  # type: ignore[misc]

@@ -14,7 +14,10 @@
 //   POST   /__admin/outage {"status":503,"retryAfter":1,"times":null}  every FHIR request (or
 //          the next `times`) answers `status` with an OperationOutcome (and Retry-After)
 //   DELETE /__admin/outage                                              end the outage
-//   POST   /__admin/reset                                               forget all resources
+//   POST   /__admin/config {"maxStrictEntries":8}                       refuse a conditional
+//          transaction of more entries, as Medplum does (null: no limit; see SHIM 3)
+//   POST   /__admin/reset                                               forget all resources,
+//          the outage, the statistics and the config
 //   GET    /__admin/stats                                               requests seen, by status;
 //          transactions, and how many of them repeated a Bundle received before byte for byte
 //
@@ -25,12 +28,13 @@
 //      failed transaction restores a snapshot of the repository.
 //   2. Transactions are processed as transactions: FhirRouter treats a `transaction` Bundle as a
 //      `batch` unless the request config says `transactions: true` (a Medplum project setting).
-//   3. No entry limit for conditional transactions: Medplum refuses a transaction that needs
-//      serialisable isolation (any conditional create/update) with more than 8 entries
-//      ("Transaction requires strict isolation but has too many entries": BatchProcessor in
-//      @medplum/fhir-router, which Medplum's server uses too, so a real Medplum would refuse the
-//      bridge's visit Bundles). FHIR R4 sets no such limit; the example visit's Bundle has 10
-//      conditional entries. Requests are serialised here, so isolation holds anyway.
+//   3. The entry limit for conditional transactions is configurable: Medplum refuses a
+//      transaction that needs serialisable isolation (any conditional create/update) with more
+//      than 8 entries ("Transaction requires strict isolation but has too many entries":
+//      BatchProcessor in @medplum/fhir-router, which Medplum's server uses too). FHIR R4 sets
+//      no such limit. By default this peer has none (`--max-strict-entries N` or
+//      POST /__admin/config {"maxStrictEntries": N} sets one: the same check, the same
+//      message, a 400); requests are serialised here, so isolation holds anyway.
 //   4. Resources are validated on create/update with @medplum/core's validateResource, as
 //      Medplum's server does (MemoryRepository stores anything); invalid ones are a 400.
 //   5. An update whose content equals the stored version (ignoring meta.versionId/lastUpdated)
@@ -42,6 +46,11 @@
 //      made a Bundle take seconds after a few hundred visits). The candidates then go through
 //      Medplum's own matcher, so results are exactly those of MemoryRepository's scan. The
 //      server's PostgreSQL repository has token indexes for the same purpose.
+//   7. Conditional references in entry bodies (`"reference": "Patient?identifier=s|v"`, FHIR R4
+//      http.html#trules) are resolved before a transaction or batch runs: exactly one match
+//      becomes `Type/id`; none or several fail the transaction (a batch: the request) with a
+//      400 OperationOutcome naming the entry. Medplum's server resolves them (medplum#4277);
+//      the router's MemoryRepository stores the search string as is.
 
 import { createHash } from 'node:crypto';
 import { createServer } from 'node:http';
@@ -200,11 +209,54 @@ function validate(resource) {
   }
 }
 
-/** BatchProcessor without the 8-entry limit on serialisable transactions (SHIM 3). */
+/** BatchProcessor with a configurable limit on serialisable transactions (SHIM 3). */
 class PeerBatchProcessor extends BatchProcessor {
   async preprocessBundle() {
     const info = await super.preprocessBundle();
+    const limit = state.config.maxStrictEntries;
+    const entries = this.bundle.entry?.length ?? 0;
+    if (this.bundle.type === 'transaction' && info.requiresStrongTransaction && limit != null && entries > limit) {
+      throw new OperationOutcomeError(badRequest('Transaction requires strict isolation but has too many entries'));
+    }
     return { ...info, requiresStrongTransaction: false };
+  }
+}
+
+const CONDITIONAL_REFERENCE = /^[A-Z][A-Za-z]+\?./;
+
+/** SHIM 7: conditional references in the Bundle's entry bodies, resolved in place. */
+async function resolveConditionalReferences(bundle, repository) {
+  const entries = bundle.entry ?? [];
+  for (let index = 0; index < entries.length; index++) {
+    const pending = [];
+    collectReferences(entries[index].resource, pending);
+    for (const node of pending) {
+      const search = core.parseSearchRequest(node.reference);
+      search.count = 2;
+      const found = await repository.searchResources(search);
+      if (found.length !== 1) {
+        const why = found.length ? 'matched multiple resources' : 'did not match any resources';
+        throw new OperationOutcomeError(
+          badRequest(`Conditional reference ${why}`, `Bundle.entry[${index}].resource`)
+        );
+      }
+      node.reference = `${found[0].resourceType}/${found[0].id}`;
+    }
+  }
+}
+
+function collectReferences(node, out) {
+  if (Array.isArray(node)) {
+    node.forEach((item) => collectReferences(item, out));
+  } else if (node && typeof node === 'object') {
+    for (const [key, value] of Object.entries(node)) {
+      if (key === 'contained') continue;
+      if (key === 'reference' && typeof value === 'string' && CONDITIONAL_REFERENCE.test(value)) {
+        out.push(node);
+      } else if (value && typeof value === 'object') {
+        collectReferences(value, out);
+      }
+    }
   }
 }
 
@@ -224,12 +276,29 @@ batchRoute.handler = async (req, repository) => {
 
 const state = {
   outage: null, // {status, retryAfter, times}
+  config: defaultConfig(),
   stats: newStats(),
   seen: new Set(), // digests of the transaction Bundles received
 };
 
 function newStats() {
-  return { requests: 0, byStatus: {}, outageAnswers: 0, transactions: 0, repeatedTransactions: 0 };
+  return {
+    requests: 0,
+    byStatus: {},
+    outageAnswers: 0,
+    transactions: 0,
+    repeatedTransactions: 0,
+    batches: 0,
+  };
+}
+
+function defaultConfig() {
+  return { maxStrictEntries: maxStrictEntriesFromArgs() };
+}
+
+function maxStrictEntriesFromArgs() {
+  const at = process.argv.indexOf('--max-strict-entries');
+  return at >= 0 ? Number(process.argv[at + 1]) : null;
 }
 
 // SHIM 1: one FHIR request at a time (MemoryRepository's async methods would interleave).
@@ -328,6 +397,11 @@ async function handleFhir(req, res, path, query) {
     }
     state.seen.add(digest);
   }
+  const isBatch =
+    req.method === 'POST' && path === '' && body?.resourceType === 'Bundle' && body.type === 'batch';
+  if (isBatch) {
+    stats.batches++;
+  }
   const [result, resource, options] = await serialised(async () => {
     const before = isTransaction ? repo.snapshot() : undefined;
     const fhirRequest = {
@@ -342,6 +416,9 @@ async function handleFhir(req, res, path, query) {
     };
     let answer;
     try {
+      if (isTransaction || isBatch) {
+        await resolveConditionalReferences(body, repo); // SHIM 7
+      }
       answer = await router.handleRequest(fhirRequest, repo);
     } catch (err) {
       answer = [normalizeOperationOutcome(err)];
@@ -389,16 +466,29 @@ async function handleAdmin(req, res, path) {
     send(res, 200, { outage: null });
     return;
   }
+  if (path === 'config' && req.method === 'POST') {
+    const raw = await readBody(req);
+    const body = raw ? JSON.parse(raw) : {};
+    const limit = body.maxStrictEntries ?? null;
+    if (limit !== null && !(Number.isInteger(limit) && limit > 0)) {
+      send(res, 400, outcome(400, 'maxStrictEntries must be a positive integer or null'));
+      return;
+    }
+    state.config = { ...state.config, maxStrictEntries: limit };
+    send(res, 200, { config: state.config });
+    return;
+  }
   if (path === 'reset' && req.method === 'POST') {
     await serialised(() => repo.clear());
     state.outage = null;
+    state.config = defaultConfig();
     state.stats = newStats();
     state.seen.clear();
     send(res, 200, { reset: true });
     return;
   }
   if (path === 'stats' && req.method === 'GET') {
-    send(res, 200, { ...state.stats, outage: state.outage });
+    send(res, 200, { ...state.stats, outage: state.outage, config: state.config });
     return;
   }
   send(res, 404, outcome(404, 'no such admin endpoint'));

@@ -35,13 +35,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from fhir_bridge.fhir.npi import NPI_SYSTEM
-from fhir_bridge.services.runtime import Runtime
+from fhir_bridge.settings import Settings
 from fhir_bridge.store.db import write_session
 from fhir_bridge.store.deliveries import DeliveryStore
 from fhir_bridge.store.models import OutboxCursor
@@ -130,6 +131,20 @@ def gather_facts(session: Session, event: Event, *, payer_id_system: str) -> Rou
             row = referrals.get(event.resource_id)
         return RoutingFacts(requester_npis=_npis([row]))
     return RoutingFacts()
+
+
+class Runtime(Protocol):
+    """What routing needs of the runtime (``services.runtime.Runtime`` is one)."""
+
+    @property
+    def settings(self) -> Settings:
+        """The bridge's settings (``payer_id_system``)."""
+        ...
+
+    @property
+    def sessions(self) -> sessionmaker[Session]:
+        """The database's session factory."""
+        ...
 
 
 def route_pending(runtime: Runtime, *, limit: int = 500, now: datetime | None = None) -> int:

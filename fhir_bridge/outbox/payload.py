@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from fhir_bridge.mapping.delivery_bundle import referral_bundle, relative_references, session_bundle
-from fhir_bridge.services.report_payload import report_payload
+from fhir_bridge.outbox.report_payload import report_payload
 from fhir_bridge.store.models import OutboxEvent
 from fhir_bridge.store.referrals import ReferralRow, ReferralStore
 from fhir_bridge.store.repository import ResourceStore, StoredResource
@@ -30,7 +30,7 @@ class PayloadSourceGone(LookupError):
 
 
 class AboutAnEvent(Protocol):
-    """A delivery as the worker (``delivery_queue.Job``) or the log (``DeliveryRow``) sees it."""
+    """A delivery as the worker (``queue.Job``) or the log (``DeliveryRow``) sees it."""
 
     @property
     def outbox_pk(self) -> int:
@@ -76,10 +76,8 @@ def build_payloads(
             out[pk] = PayloadSourceGone(f"outbox event {pk} is gone")
         elif event.event_type == "session.documented":
             visits[pk] = event
-        elif event.event_type == "report.generated":
-            out[pk] = _attempt(lambda e=event: report_payload(store, e, clinic_system_base))
-        elif event.event_type.startswith("referral."):
-            out[pk] = _attempt(lambda e=event: _referral_payload(store, e, clinic_system_base))
+        elif (builder := builder_for(event.event_type)) is not None:
+            out[pk] = _attempt(lambda e=event, b=builder: b(store, e, clinic_system_base))
         else:
             out[pk] = ValueError(f"no payload for event type {event.event_type!r}")
     out.update(_visit_payloads(store, visits, clinic_system_base))
@@ -222,6 +220,27 @@ def _referral_payload(
     return referral_bundle(
         task=task, linked=_linked(store, [task]), clinic_system_base=clinic_system_base
     )
+
+
+#: (store, event, clinic system base) -> the Bundle of one event
+EventBuilder = Callable[[ResourceStore, OutboxEvent, str], dict[str, Any]]
+#: the Bundle builder of each event type built one event at a time, by exact type or by a
+#: prefix ending in "." (``session.documented`` visits are read together by
+#: ``_visit_payloads``); a new event type is one more row here (and its routing rule)
+EVENT_BUILDERS: dict[str, EventBuilder] = {
+    "report.generated": report_payload,
+    "referral.": _referral_payload,
+}
+
+
+def builder_for(event_type: str) -> EventBuilder | None:
+    """The builder of ``event_type``'s Bundle: its exact row, else its prefix's."""
+    if event_type in EVENT_BUILDERS:
+        return EVENT_BUILDERS[event_type]
+    for prefix, builder in EVENT_BUILDERS.items():
+        if prefix.endswith(".") and event_type.startswith(prefix):
+            return builder
+    return None
 
 
 def _key(reference: str) -> tuple[str, str]:

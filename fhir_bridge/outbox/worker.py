@@ -2,18 +2,17 @@
 
 One cycle (``run_once``): ``route_pending`` turns new outbox events into delivery rows; a claim
 leases up to ``batch`` due rows (fair over partners, oldest-first per patient: see
-``store.delivery_queue``); each row's Bundle is built once and stored before it is first sent
+``outbox.queue``); each row's Bundle is built once and stored before it is first sent
 (retries resend those bytes), POSTed with the partner's auth, and the result recorded. The
 database work is per batch: one claim, one read of the rows, one read transaction building the
 missing Bundles and one write storing them, one write recording every result.
 
 * 2xx: delivered. Any other 4xx (and a 401 a fresh token did not cure): a dead letter with the
   partner's OperationOutcome kept.
-* Retryable (network, 408/425/429/5xx, no token): retried after exponential backoff with full
-  jitter, never sooner than a ``Retry-After`` asks; a failure ``max_age`` (72 h) or more after
-  the row's first failed attempt (``first_failed_at``, set by the queue on the first failure
-  and cleared by a requeue) makes it a dead letter instead. Time a row waited before its
-  first attempt (a backlog behind an outage) does not count.
+* Retryable (network, 408/425/429/5xx, no token): what happens next is the pure
+  ``outbox.retry.RetryPolicy``'s decision (backoff with full jitter, ``Retry-After`` honoured,
+  a dead letter ``max_age`` after the row's first failed attempt, ``first_failed_at``, set by
+  the queue on the first failure and cleared by a requeue).
 * A crash before the batch's results are recorded records nothing: the leases expire and
   another worker (or this one) sends the same stored bytes again. Delivery is at least once;
   partners' conditional creates make it effectively once.
@@ -26,90 +25,111 @@ out, the rest of the batch is given back too.
 the current one, so a partner's answer time overlaps the bridge's own work.
 
 Alerts, once per incident and per worker process, come from ``exchange.partner_health``.
+
+This module is the loop only: one frozen ``WorkerConfig`` configures it, and what routes events
+and builds Bundles is injected (``outbox.pipeline.make_worker`` wires ``outbox.routing`` and
+``outbox.payload``), so it imports neither, nor any service.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import requests
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from fhir_bridge.exchange import backoff
 from fhir_bridge.exchange.auth import PartnerAuth, partner_auth
 from fhir_bridge.exchange.partner_health import PartnerHealth
-from fhir_bridge.exchange.sender import SendResult, send_bundle
+from fhir_bridge.exchange.sender import SendResult, send_parts
 from fhir_bridge.fhir import jsonio
-from fhir_bridge.store import delivery_queue as queue
+from fhir_bridge.mapping.delivery_split import shape_payload
+from fhir_bridge.outbox import queue
+from fhir_bridge.outbox.queue import DEAD, DELIVERED
+from fhir_bridge.outbox.retry import Attempt as RetryAttempt
+from fhir_bridge.outbox.retry import Delivered, GiveUp, Retry, RetryPolicy
 from fhir_bridge.store.db import read_session, write_session
 from fhir_bridge.store.delivery_attempts import Attempt, log_attempts
 from fhir_bridge.store.partners import PartnerRow, PartnerStore
 
 if TYPE_CHECKING:
-    from fhir_bridge.services.runtime import Runtime
     from fhir_bridge.settings import Settings
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
+
+class Sessions(Protocol):
+    """What the worker needs of the runtime: the session factory (the runtime is also handed,
+    as is, to the injected router)."""
+
+    @property
+    def sessions(self) -> sessionmaker[Session]:
+        """The database's session factory."""
+        ...
+
+
 Clock = Callable[[], datetime]
 #: (runtime) -> number of delivery rows routed
-Router = Callable[["Runtime"], int]
+Router = Callable[[Any], int]
 #: (session, claimed row) -> the transaction Bundle to send. It depends on the row's outbox
 #: event only (not on the partner): rows of one event in a batch share one build.
 PayloadBuilder = Callable[[Session, queue.Job], dict[str, Any]]
+#: (session, outbox event pks) -> each event's Bundle, or the exception that stopped it
+BatchBuilder = Callable[[Session, Sequence[int]], Mapping[int, "dict[str, Any] | Exception"]]
 AuthFactory = Callable[[PartnerRow, requests.Session], PartnerAuth]
 
 #: the GIL switch interval while ``run_forever`` runs (Python's default: 5 ms)
 SEND_SWITCH_INTERVAL = 0.0005
-#: a Retry-After beyond this is read as this (a partner cannot park a row for weeks)
-MAX_RETRY_AFTER = 24 * 3600.0
-
-
-def default_router(runtime: Runtime) -> int:
-    """``services.routing.route_pending`` (imported on first use)."""
-    from fhir_bridge.services.routing import route_pending
-
-    return route_pending(runtime, limit=500)
-
-
-def default_builder(clinic_system_base: str) -> PayloadBuilder:
-    """``services.delivery_payload.build_payload`` for the claimed row's outbox event."""
-
-    def build(session: Session, job: queue.Job) -> dict[str, Any]:
-        from fhir_bridge.services.delivery_payload import build_payload
-
-        return build_payload(session, job, clinic_system_base=clinic_system_base)
-
-    return build
-
-
-#: (session, outbox event pks) -> each event's Bundle, or the exception that stopped it
-BatchBuilder = Callable[[Session, Sequence[int]], Mapping[int, "dict[str, Any] | Exception"]]
-
-
-def default_batch_builder(clinic_system_base: str) -> BatchBuilder:
-    """``services.delivery_payload.build_payloads``: a batch's Bundles from a few reads."""
-
-    def build_many(session: Session, outbox_pks: Sequence[int]) -> Mapping[int, Any]:
-        from fhir_bridge.services.delivery_payload import build_payloads
-
-        return build_payloads(session, outbox_pks, clinic_system_base=clinic_system_base)
-
-    return build_many
 
 
 def default_auth(partner: PartnerRow, http: requests.Session) -> PartnerAuth:
     """``partner_auth`` for the partner, sharing the worker's HTTP session."""
     return partner_auth(partner.auth_kind, partner.auth, session=http)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything that configures a worker (its collaborators are passed apart).
+
+    ``per_partner``: at most this many rows of one partner per claim (default: the whole
+    batch; a claim fills it round-robin over partners). ``retry``: backoff and give-up.
+    """
+
+    worker_id: str
+    batch: int = 20
+    lease_seconds: float = 120
+    per_partner: int | None = None
+    timeout: float = 10.0
+    idle_seconds: float = 5.0
+    alert_webhook: str | None = None
+    alert_after: int = 3
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, worker_id: str, **overrides: Any) -> WorkerConfig:
+        """Backoff, give-up, lease, batch, idle pause, timeout and alert webhook from
+        ``settings``; ``overrides`` (fields of this class) win."""
+        config = cls(
+            worker_id=worker_id,
+            batch=settings.delivery_batch_size,
+            lease_seconds=settings.delivery_lease_seconds,
+            timeout=settings.delivery_timeout_seconds,
+            idle_seconds=settings.worker_idle_seconds,
+            alert_webhook=settings.alert_webhook_url or None,
+            retry=RetryPolicy(
+                base=settings.delivery_backoff_base_seconds,
+                cap=settings.delivery_backoff_cap_seconds,
+                max_age=timedelta(hours=settings.delivery_give_up_hours),
+            ),
+        )
+        return replace(config, **overrides)
 
 
 @dataclass(frozen=True)
@@ -131,92 +151,39 @@ class Worker:
 
     def __init__(
         self,
-        runtime: Runtime,
+        runtime: Sessions,
+        config: WorkerConfig,
         *,
-        worker_id: str,
+        route: Router,
+        build: PayloadBuilder,
+        build_many: BatchBuilder | None = None,
         clock: Clock,
         sleep: Callable[[float], object],
-        batch: int = 20,
-        lease_seconds: float = 120,
-        per_partner: int | None = None,
-        timeout: float = 10.0,
-        backoff_base: float = backoff.DEFAULT_BASE,
-        backoff_cap: float = backoff.DEFAULT_CAP,
-        max_age: timedelta = backoff.DEFAULT_MAX_AGE,
-        idle_seconds: float = 5.0,
-        alert_webhook: str | None = None,
-        alert_after: int = 3,
-        rng: random.Random | None = None,
         http: requests.Session | None = None,
-        route: Router | None = None,
-        build: PayloadBuilder | None = None,
-        build_many: BatchBuilder | None = None,
         auth_factory: AuthFactory | None = None,
     ) -> None:
-        """``clock`` returns naive UTC; ``sleep`` waits between idle cycles (pass
-        ``stop_event.wait`` to stop promptly). ``max_age``: give up this long after a row's
-        first failed attempt. ``per_partner``: at most this many rows of one partner per
-        claim (default: the whole batch; a claim fills it round-robin over partners).
-        ``route``/``build``/``auth_factory`` default to the services and ``partner_auth``.
+        """``route(runtime)`` turns new outbox events into deliveries; ``build_many`` builds a
+        batch's Bundles at once (``build``, one row's, when it fails or is not given).
+        ``clock`` returns naive UTC; ``sleep`` waits between idle cycles (pass
+        ``stop_event.wait`` to stop promptly). ``outbox.pipeline.worker`` wires the defaults.
         """
         self.runtime = runtime
-        self.worker_id = worker_id
+        self.config = config
+        self.worker_id = config.worker_id
         self.clock = clock
         self.sleep = sleep
-        self.batch = batch
-        self.lease_seconds = lease_seconds
-        self.per_partner = per_partner
-        self.timeout = timeout
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
-        self.max_age = max_age
-        self.idle_seconds = idle_seconds
-        self.alert_webhook = alert_webhook
-        self.alert_after = alert_after
-        self.rng = rng or random.Random()
         self.http = http or requests.Session()
-        self.route = route or default_router
-        base = runtime.settings.clinic_system_base
-        self.build = build or default_builder(base)
-        # a batch builder by default; a caller's own ``build`` is used row by row
-        self.build_many = build_many or (default_batch_builder(base) if build is None else None)
+        self.route = route
+        self.build = build
+        self.build_many = build_many
         self.auth_factory = auth_factory or default_auth
         self._auth: dict[tuple[int, datetime], PartnerAuth] = {}
         self.health = PartnerHealth(
-            worker_id=worker_id,
+            worker_id=config.worker_id,
             clock=clock,
             http=self.http,
-            webhook=alert_webhook,
-            alert_after=alert_after,
-        )
-
-    @classmethod
-    def from_settings(
-        cls,
-        runtime: Runtime,
-        settings: Settings | None = None,
-        *,
-        worker_id: str,
-        clock: Clock,
-        sleep: Callable[[float], object],
-        **kwargs: Any,
-    ) -> Worker:
-        """A worker configured from ``settings`` (default ``runtime.settings``): backoff,
-        give-up, lease, batch, idle pause, timeout and alert webhook; ``kwargs`` win.
-        """
-        s = settings or runtime.settings
-        configured: dict[str, Any] = {
-            "batch": s.delivery_batch_size,
-            "lease_seconds": s.delivery_lease_seconds,
-            "timeout": s.delivery_timeout_seconds,
-            "backoff_base": s.delivery_backoff_base_seconds,
-            "backoff_cap": s.delivery_backoff_cap_seconds,
-            "max_age": timedelta(hours=s.delivery_give_up_hours),
-            "idle_seconds": s.worker_idle_seconds,
-            "alert_webhook": s.alert_webhook_url or None,
-        }
-        return cls(
-            runtime, worker_id=worker_id, clock=clock, sleep=sleep, **{**configured, **kwargs}
+            webhook=config.alert_webhook,
+            alert_after=config.alert_after,
         )
 
     # -- the cycle -------------------------------------------------------------------------
@@ -261,7 +228,7 @@ class Worker:
                 attempted = self._guarded(in_flight.result) if in_flight else 0
                 in_flight = sender.submit(self._deliver, batch) if batch else None
                 if batch is None and not attempted and not stop_event.is_set():
-                    self.sleep(self.idle_seconds)
+                    self.sleep(self.config.idle_seconds)
             if in_flight is not None:
                 self._guarded(in_flight.result)
 
@@ -285,9 +252,9 @@ class Worker:
                 session,
                 worker_id=self.worker_id,
                 now=now,
-                lease_seconds=self.lease_seconds,
-                limit=self.batch,
-                per_partner=self.per_partner or self.batch,
+                lease_seconds=self.config.lease_seconds,
+                limit=self.config.batch,
+                per_partner=self.config.per_partner or self.config.batch,
             )
         if not pks:
             return None
@@ -307,7 +274,7 @@ class Worker:
         payloads, broken = self._payloads(list(sendable.values()))
         return _Batch(
             pks=pks,
-            lease=queue.lease_deadline(now, self.lease_seconds),
+            lease=queue.lease_deadline(now, self.config.lease_seconds),
             partners=partners,
             sendable=sendable,
             payloads=payloads,
@@ -317,7 +284,7 @@ class Worker:
     def _deliver(self, batch: _Batch) -> int:
         """Send a prepared batch in claim order and record the results; how many were tried."""
         # a send may take two timeouts (401 then retry) plus a token request
-        margin = timedelta(seconds=3 * self.timeout)
+        margin = timedelta(seconds=3 * self.config.timeout)
         attempted = 0
         unsent: list[int] = []
         failing: set[int] = set()
@@ -408,18 +375,27 @@ class Worker:
         return out
 
     def _send(self, partner: PartnerRow, payload: bytes, *, delivery: int) -> SendResult:
-        """POST one payload with the partner's auth (logged with the partner and delivery)."""
+        """POST one payload, in the partner's shape (one or more ordered Bundles, transaction
+        or batch), with the partner's auth (logged with the partner and delivery)."""
         try:
             auth = self._auth_for(partner)
         except Exception as exc:
             # AuthConfigError, SecretUnavailable: the partner's auth settings are unusable
             return SendResult("retry", error=f"partner auth not usable ({type(exc).__name__})")
-        return send_bundle(
+        try:
+            parts = shape_payload(
+                payload, max_entries=partner.max_bundle_entries, bundle_type=partner.bundle_type
+            )
+        except ValueError as exc:  # SplitError, JsonError: the stored Bundle cannot be cut
+            error = f"payload could not be shaped for the partner ({type(exc).__name__})"
+            return SendResult("dead", error=error)
+        return send_parts(
             partner.base_url,
-            payload,
+            parts,
+            bundle_type=partner.bundle_type,
             auth=auth,
             session=self.http,
-            timeout=self.timeout,
+            timeout=self.config.timeout,
             now=self.clock(),
             log_context={"partner": partner.key, "delivery": delivery, "worker": self.worker_id},
         )
@@ -444,11 +420,15 @@ class Worker:
         nothing: the rows are sent again."""
         if not results and not unsent:
             return
+        decisions = {job.pk: self._decide(job, r, at) for job, r, at in results}
         with write_session(self.runtime.sessions) as session:
             began = began or {}
             log_attempts(
                 session,
-                [self._attempt(job, r, began.get(job.pk, at), at) for job, r, at in results],
+                [
+                    self._attempt(job, r, began.get(job.pk, at), decisions[job.pk])
+                    for job, r, at in results
+                ],
             )
             delivered = [(j, r, at) for j, r, at in results if r.outcome == "delivered"]
             not_ours = queue.complete_many(
@@ -459,7 +439,7 @@ class Worker:
                 (job, result)
                 for job, result, at in results
                 if result.outcome != "delivered"
-                and not self._record(session, job, result, at, lease)
+                and not self._record(session, job, result, decisions[job.pk], at, lease)
             ]
             if unsent:
                 queue.release(session, unsent, lease=lease)
@@ -469,70 +449,64 @@ class Worker:
                 extra={"delivery": job.pk, "worker": self.worker_id, "outcome": result.outcome},
             )
 
+    def _decide(
+        self, job: queue.Job, result: SendResult, now: datetime
+    ) -> Delivered | Retry | GiveUp:
+        """The retry policy's decision on one result (attempt number and first failure from
+        the row)."""
+        attempt = RetryAttempt(number=job.attempts + 1, first_failed_at=job.first_failed_at)
+        return self.config.retry.decide(attempt, result, now)
+
     def _attempt(
-        self, job: queue.Job, result: SendResult, began: datetime, done: datetime
+        self,
+        job: queue.Job,
+        result: SendResult,
+        began: datetime,
+        decision: Delivered | Retry | GiveUp,
     ) -> Attempt:
         """The history row of one attempt (kept even when the row's lease was lost: the
-        partner got the Bundle all the same); ``began`` and ``done`` by the worker's clock."""
+        partner got the Bundle all the same); ``began`` by the worker's clock."""
+        verdict = {Delivered: DELIVERED, Retry: "retry", GiveUp: DEAD}[type(decision)]
         return Attempt(
             delivery_pk=job.pk,
             attempted_at=began,
             duration_ms=result.elapsed_ms,
-            result=self._verdict(job, result, done),
+            result=verdict,
             http_status=result.status,
             error=result.error,
             outcome=result.outcome_body,
             worker=self.worker_id,
         )
 
-    def _verdict(self, job: queue.Job, result: SendResult, now: datetime) -> str:
-        """What ``_record`` makes of a result: delivered, retry or dead (given up)."""
-        if result.outcome != "retry":
-            return result.outcome
-        gave_up = backoff.given_up(job.first_failed_at or now, now, max_age=self.max_age)
-        return "dead" if gave_up else "retry"
-
     def _record(
-        self, session: Session, job: queue.Job, result: SendResult, now: datetime, lease: datetime
+        self,
+        session: Session,
+        job: queue.Job,
+        result: SendResult,
+        decision: Delivered | Retry | GiveUp,
+        now: datetime,
+        lease: datetime,
     ) -> bool:
-        """Record one failed attempt; False when the row is no longer ours (its lease was
-        lost). Deliveries are recorded together by ``queue.complete_many``."""
-        attempt = job.attempts + 1
-        if result.outcome == "dead":
-            return queue.dead(
+        """Record one failed attempt as decided; False when the row is no longer ours (its
+        lease was lost). Deliveries are recorded together by ``queue.complete_many``."""
+        if isinstance(decision, Retry):
+            return queue.retry_later(
                 session,
                 job.pk,
                 now=now,
+                next_at=decision.at,
                 status_code=result.status,
                 error=result.error,
                 outcome=result.outcome_body,
                 lease=lease,
             )
-        if backoff.given_up(job.first_failed_at or now, now, max_age=self.max_age):
-            return queue.dead(
-                session,
-                job.pk,
-                now=now,
-                status_code=result.status,
-                error=f"gave up after {self.max_age}: {result.error}",
-                outcome=result.outcome_body,
-                lease=lease,
-            )
-        return queue.retry_later(
+        reason = decision.reason if isinstance(decision, GiveUp) else result.error
+        return queue.dead(
             session,
             job.pk,
             now=now,
-            next_at=now + timedelta(seconds=self._delay(attempt, result)),
             status_code=result.status,
-            error=result.error,
+            error=reason,
             outcome=result.outcome_body,
             lease=lease,
         )
-
-    def _delay(self, attempt: int, result: SendResult) -> float:
-        delay = backoff.next_delay(
-            attempt, base=self.backoff_base, cap=self.backoff_cap, rng=self.rng
-        )
-        if result.retry_after is not None:
-            delay = max(delay, min(result.retry_after, MAX_RETRY_AFTER))
-        return delay

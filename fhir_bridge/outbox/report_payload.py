@@ -1,6 +1,6 @@
 """The Bundle a ``report.generated`` delivery sends: the report as it is now, and its patient.
 
-Read in the worker's session (``services.delivery_payload`` calls it per event); the pure
+Read in the worker's session (``outbox.payload`` calls it per event); the pure
 builder is ``mapping.report_bundle``. Like the visit Bundles, the resources are read as they
 are now: a delivery built after a regeneration carries the later version, which the partner's
 conditional update takes as the next version of the same resource.

@@ -25,7 +25,6 @@ Every function runs in the caller's transaction (use ``write_session``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -43,28 +42,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, aliased
 
-from fhir_bridge.store.models import Delivery, Partner
+from fhir_bridge.store.deliveries import DeliveryRow, rows_with_payload
+from fhir_bridge.store.models import Delivery, DeliveryStatus, Partner
 
-PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
+PENDING, DELIVERED, DEAD = DeliveryStatus.PENDING, DeliveryStatus.DELIVERED, DeliveryStatus.DEAD
 DEFAULT_PER_PARTNER = 5
 
 
-@dataclass(frozen=True)
-class Job:
-    """What the worker needs of a claimed row, with its payload (the read view of a delivery,
-    without the payload, is ``store.deliveries.DeliveryRow``)."""
-
-    pk: int
-    partner_pk: int
-    outbox_pk: int
-    patient_id: str | None
-    event_type: str
-    status: str
-    attempts: int
-    created_at: datetime
-    first_failed_at: datetime | None
-    lease_until: datetime | None
-    payload: bytes | None
+#: the worker's view of a claimed row: the one delivery value type, with its payload read
+Job = DeliveryRow
 
 
 def _due(now: datetime) -> ColumnElement[bool]:
@@ -177,27 +163,10 @@ def lease_deadline(now: datetime, lease_seconds: float) -> datetime:
     return now + timedelta(seconds=lease_seconds)
 
 
-_JOB_COLUMNS = (
-    Delivery.pk,
-    Delivery.partner_pk,
-    Delivery.outbox_pk,
-    Delivery.patient_id,
-    Delivery.event_type,
-    Delivery.status,
-    Delivery.attempts,
-    Delivery.created_at,
-    Delivery.first_failed_at,
-    Delivery.lease_until,
-    Delivery.payload,
-)
-
-
 def jobs(session: Session, pks: Sequence[int]) -> dict[int, Job]:
-    """The worker's view of these rows (one query), by pk; missing rows are left out."""
-    if not pks:
-        return {}
-    rows = session.execute(select(*_JOB_COLUMNS).where(Delivery.pk.in_(list(pks))))
-    return {row.pk: Job(*row) for row in rows}
+    """The worker's view of these rows (one query, payloads included), by pk; missing rows
+    are left out."""
+    return rows_with_payload(session, pks)
 
 
 def job(session: Session, pk: int) -> Job | None:
