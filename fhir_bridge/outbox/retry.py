@@ -130,5 +130,5 @@ class RetryPolicy:
 
 
 def _utc(value: datetime) -> datetime:
-    """An aware UTC datetime; naive values are taken to be UTC (the store's convention)."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    """An aware datetime; naive values are taken to be UTC (the store's convention)."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

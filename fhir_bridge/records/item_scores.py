@@ -55,4 +55,8 @@ def item_score(rule: ItemRule, answers: Sequence[int | None]) -> Decimal:
     """The score (percent, one decimal) of answers that ``item_problem`` accepts."""
     answered = [a for a in answers if a is not None]
     total = Decimal(sum(answered)) * 100 / Decimal(rule.item_max * len(answered))
-    return total.quantize(ONE_DECIMAL, rounding=ROUND_HALF_UP).normalize() + 0
+    # With 9 or 10 sections of 0-5 the percentage never ends in an exact half at the second
+    # decimal, so the rounding mode cannot show; half-up is what people expect to read.
+    rounded = total.quantize(ONE_DECIMAL, rounding=ROUND_HALF_UP)  # pragma: no mutate
+    # normalize() writes 10 as 1E+1; adding (or subtracting) 0 gives back 10
+    return rounded.normalize() + 0  # pragma: no mutate

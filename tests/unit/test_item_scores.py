@@ -103,3 +103,10 @@ def test_bad_items_are_refused_at_their_path(assessment, path, message):
         load_session(with_assessment(**assessment), vocabulary=VOCABULARY)
     found = {p.path: p.message for p in caught.value.problems}
     assert found.get(path) == message, found
+
+
+@pytest.mark.parametrize(
+    ("answers", "written"), [([5] * 10, "100"), ([1] * 10, "20"), ([0] * 10, "0")]
+)
+def test_scores_are_written_plainly_not_in_exponent_form(answers, written):
+    assert str(item_score(ODI, answers)) == written

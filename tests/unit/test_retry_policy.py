@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta
+import time
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -95,7 +96,7 @@ def test_the_default_jitter_is_full_jitter_within_the_ceiling() -> None:
 
 @pytest.mark.parametrize(("base", "cap"), [(0, 10), (10, 0), (-1, 10)])
 def test_a_policy_without_positive_delays_is_refused(base: float, cap: float) -> None:
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match=r"^base and cap must be positive$"):
         RetryPolicy(base=base, cap=cap)
 
 
@@ -120,3 +121,35 @@ def test_expired_after_max_age_since_the_first_failure() -> None:
     assert not policy.expired(Attempt(1, None), NOW)
     short = RetryPolicy(max_age=timedelta(hours=1))
     assert short.expired(Attempt(2, NOW - timedelta(hours=2)), NOW)
+
+
+def test_sub_second_delays_are_allowed_and_the_default_jitter_can_draw_zero() -> None:
+    quick = RetryPolicy(base=0.25, cap=0.5)  # e.g. a partner on the same host, or a test
+    delays = [quick.delay(n) for n in (1, 2, 3) for _ in range(100)]
+    assert all(0 <= d <= 0.5 for d in delays)
+    assert min(delays) < 0.05  # full jitter starts at zero, not at one second
+
+
+def test_age_is_measured_across_time_zones() -> None:
+    policy = RetryPolicy(max_age=timedelta(hours=72))
+    eastern = timezone(timedelta(hours=-5))
+    now = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+    # 2026-12-01 07:00-05:00 is 12:00 UTC: exactly 72 hours before now
+    assert policy.expired(Attempt(4, datetime(2026, 12, 1, 7, 0, tzinfo=eastern)), now)
+    assert not policy.expired(Attempt(4, datetime(2026, 12, 1, 7, 1, tzinfo=eastern)), now)
+    # a naive first failure (as the store keeps it) is UTC, against an aware now
+    assert policy.expired(Attempt(4, datetime(2026, 12, 1, 12, 0)), now)
+    assert not policy.expired(Attempt(4, datetime(2026, 12, 1, 12, 1)), now)
+
+
+def test_naive_times_are_utc_whatever_zone_the_machine_is_in(monkeypatch) -> None:
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        policy = RetryPolicy(max_age=timedelta(hours=72))
+        now = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+        assert policy.expired(Attempt(4, datetime(2026, 12, 1, 12, 0)), now)
+        assert not policy.expired(Attempt(4, datetime(2026, 12, 1, 12, 1)), now)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
