@@ -146,12 +146,17 @@ def _levels(
 ) -> list[list[int]]:
     """Batch parts: each entry one level after the deepest entry it references, every level
     cut into parts of at most ``max_entries`` (in ``order``)."""
-    level: dict[int, int] = {}
+    # a level is an index into ``levels`` (not a free number: any shift of it would group
+    # the same entries), so an entry's level is at most one past the deepest level so far
+    depth: dict[int, int] = {}
+    levels: list[list[int]] = []
     for i in order:
-        level[i] = 1 + max((level[t] for t in targets[i] if t in level), default=-1)
+        depth[i] = max((depth[t] + 1 for t in targets[i] if t in depth), default=0)
+        if depth[i] == len(levels):
+            levels.append([])
+        levels[depth[i]].append(i)
     parts: list[list[int]] = []
-    for depth in sorted(set(level.values())):
-        members = [i for i in order if level[i] == depth]
+    for members in levels:
         size = max_entries or len(members)
         parts += [members[k : k + size] for k in range(0, len(members), size)]
     return parts
