@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     security.init_app(app, settings)  # after request ids: refusals carry one too
 
     from fhir_bridge.api import errors
+    from fhir_bridge.api.api_docs import api_docs
     from fhir_bridge.api.bulk_export import bulk_api
     from fhir_bridge.api.deliveries import deliveries_api
     from fhir_bridge.api.fhir_read import fhir_read
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.register_blueprint(fhir_write)  # before fhir_read: its POST/PUT routes win
     app.register_blueprint(fhir_read)
     app.register_blueprint(sessions_api)
+    app.register_blueprint(api_docs)
     app.register_blueprint(referrals_api)
     app.register_blueprint(progress_reports_api)
     app.register_blueprint(partners_api)

@@ -43,6 +43,10 @@ OPEN_ENDPOINTS = frozenset(
         "auth_api.smart_configuration",
         "auth_api.smart_configuration_fhir",
         "auth_api.token",
+        # the internal API's description and its docs page: no data, like /fhir/metadata
+        "sessions_api.openapi",
+        "api_docs.page",
+        "api_docs.asset",
     }
 )
 #: endpoints audited whoever calls them (they show PHI to the clinic's own staff)

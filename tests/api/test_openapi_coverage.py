@@ -20,6 +20,8 @@ def test_every_api_route_is_documented_with_its_refusals(app, client):
     for rule in app.url_map.iter_rules():
         if not rule.rule.startswith("/api/v1/") or rule.rule == "/api/v1/openapi.json":
             continue
+        if rule.endpoint.startswith("api_docs."):  # the page describing the document
+            continue
         path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
         path = path.replace("{delivery_id}", "{id}").replace("{referral_id}", "{id}")
         if "{action}" in path:  # documented per action
