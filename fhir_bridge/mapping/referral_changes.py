@@ -21,7 +21,7 @@ COLLAPSE_AFTER = 3
 def _leaves(node: Any, path: str, out: dict[str, Any]) -> None:
     if isinstance(node, dict):
         for key, value in node.items():
-            _leaves(value, f"{path}.{key}" if path else key, out)
+            _leaves(value, f"{path}.{key}", out)
     elif isinstance(node, list):
         for i, value in enumerate(node):
             _leaves(value, f"{path}[{i}]", out)
@@ -31,7 +31,9 @@ def _leaves(node: Any, path: str, out: dict[str, Any]) -> None:
 
 def _flat(resource: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    _leaves({k: v for k, v in resource.items() if k not in IGNORED}, "", out)
+    for key, value in resource.items():
+        if key not in IGNORED:
+            _leaves(value, key, out)
     return out
 
 
@@ -47,7 +49,7 @@ def _shown(value: Any) -> str | None:
 
 def _element(path: str) -> str:
     """The element a leaf belongs to: ``note[0].text`` -> ``note[0]``."""
-    return path.split(".", 1)[0]
+    return path.partition(".")[0]
 
 
 def referral_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
